@@ -1,0 +1,189 @@
+"""Command line: ``python -m deeprc_core <command>`` (train, predict, attention, simulate, attribute, motifs).
+
+The command names and flags are stable: notebooks and cluster jobs script them. Errors end the program
+with exit code 1 and one clear line on stderr; progress goes to stderr through tqdm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from deeprc_core import cli_interpret, simulate
+from deeprc_core.errors import DeepRCError
+
+
+def _add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to compute (auto: GPU when present)")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from deeprc_core.checkpoint import save_model
+    from deeprc_core.dataset import open_dataset
+    from deeprc_core.model import DeepRCConfig
+    from deeprc_core.training import TrainingConfig, cross_validate, train
+
+    bar = tqdm(total=1, desc="reading repertoires", unit="file", file=sys.stderr)
+
+    def _progress(done: int, total: int, name: str) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(name)
+        bar.refresh()
+
+    dataset = open_dataset(args.dataset, max_length=args.max_length, progress=_progress)
+    bar.close()
+    training = TrainingConfig(
+        target=args.target,
+        positive=args.positive,
+        task=args.task,
+        max_updates=args.max_updates,
+        max_minutes=args.max_minutes,
+        batch_size=args.batch_size,
+        n_sequences=args.n_sequences,
+        top_fraction=args.top_fraction,
+        learning_rate=args.learning_rate,
+        eval_every=args.eval_every,
+        patience=args.patience,
+        use_genes=args.use_genes,
+        seed=args.seed,
+        device=args.device,
+    )
+    model_config = DeepRCConfig(
+        kernel_size=args.kernel_size, n_kernels=args.n_kernels, n_layers=args.n_layers, n_heads=args.n_heads,
+        embedding=args.embedding, use_counts=args.use_counts,
+    )
+    if args.cv:
+        table = cross_validate(
+            dataset, training, model_config, k=args.cv, on_fold=lambda f, row: tqdm.write(f"fold {f}: {row}", file=sys.stderr)
+        )
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out / "cross_validation.tsv", sep="\t", index=False)
+        print(table.to_string(index=False))
+        return 0
+    bar = tqdm(total=training.max_updates, desc="training", unit="update", file=sys.stderr)
+
+    def _on_update(p) -> None:
+        bar.update(p.update - bar.n)
+        best = p.best or {}
+        bar.set_postfix(loss=f"{p.loss:.3f}", val_auc=f"{best.get('val_auc', float('nan')):.3f}")
+
+    result = train(dataset, training, model_config, on_update=_on_update, resume_from=args.resume)
+    bar.close()
+    result.model.info["command"] = " ".join(["python -m deeprc_core", *sys.argv[1:]])
+    save_model(result.model, args.out, optimizer=result.optimizer, training_state=result.state)
+    metrics = ", ".join(f"{k}={v:.3f}" for k, v in result.metrics.items() if isinstance(v, float))
+    print(f"Saved model to {args.out} ({result.state['update']} updates, {result.state['stop_reason']}); validation: {metrics}")
+    return 0
+
+
+def _read_files(files: list[str], max_length: int, chain: str | None) -> list:
+    from deeprc_core.io import read_repertoire
+
+    reps = []
+    for f in tqdm(files, desc="reading", unit="file", file=sys.stderr, disable=len(files) < 2):
+        rep = read_repertoire(f, max_length=max_length, chain=chain)
+        tqdm.write(rep.report.summary(), file=sys.stderr)
+        reps.append(rep)
+    return reps
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from deeprc_core.checkpoint import load_model
+    from deeprc_core.scoring import predict
+
+    model = load_model(args.model, args.device)
+    reps = _read_files(args.files, model.config.max_length, args.chain)
+    table = predict(model, reps)
+    table.to_csv(args.out, sep="\t", index=False)
+    print(f"Wrote {len(table)} predictions to {args.out}")
+    return 0
+
+
+def _cmd_attention(args: argparse.Namespace) -> int:
+    from deeprc_core.checkpoint import load_model
+    from deeprc_core.scoring import attention_table
+
+    model = load_model(args.model, args.device)
+    (rep,) = _read_files([args.file], model.config.max_length, args.chain)
+    table = attention_table(model, rep)
+    table.to_csv(args.out, sep="\t", index=False, float_format="%.6g")
+    print(f"Wrote attention for {len(table):,} sequences to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="python -m deeprc_core", description="DeepRC immune-repertoire classification.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model on a dataset folder", description="Train DeepRC on DATASET_DIR (metadata.tsv + repertoire files, directly or under repertoires/).")
+    p.add_argument("dataset", metavar="DATASET_DIR", help="folder with metadata.tsv (first column: repertoire file name or ID) and the repertoire files")
+    p.add_argument("--target", required=True, metavar="COLUMN", help="metadata column to predict")
+    p.add_argument("--positive", metavar="VALUE", help="value of the positive class (binary target)")
+    p.add_argument("--task", default="auto", choices=["auto", "binary", "multiclass", "regression"], help="kind of target (auto: inferred from the column)")
+    p.add_argument("--out", required=True, metavar="MODEL_DIR", help="directory to write the model to")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same model on CPU)")
+    p.add_argument("--max-updates", type=int, default=3000, help="maximum parameter updates")
+    p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget in minutes (default: none)")
+    p.add_argument("--batch-size", type=int, default=4, help="repertoires per update")
+    p.add_argument("--n-sequences", type=int, default=1000, help="sequences sampled per repertoire per update")
+    p.add_argument("--top-fraction", type=float, default=0.1, help="share of sampled sequences kept by attention")
+    p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--eval-every", type=int, default=25, help="updates between validation evaluations")
+    p.add_argument("--patience", type=int, default=12, help="evaluations without improvement before stopping")
+    p.add_argument("--kernel-size", type=int, default=9, help="CNN kernel width (odd)")
+    p.add_argument("--n-kernels", type=int, default=32, help="CNN kernels")
+    p.add_argument("--n-layers", type=int, default=1, help="CNN layers")
+    p.add_argument("--n-heads", type=int, default=1, help="attention heads")
+    p.add_argument("--embedding", default="cnn", choices=["cnn", "lstm"], help="sequence embedding network")
+    p.add_argument("--use-genes", action="store_true", help="learn V/J gene embeddings")
+    p.add_argument("--use-counts", action="store_true", help="join log(1 + count) to each sequence")
+    p.add_argument("--max-length", type=int, default=40, help="drop junctions longer than this")
+    p.add_argument("--cv", type=int, default=0, metavar="K", help="run K-fold cross-validation instead (writes OUT/cross_validation.tsv)")
+    p.add_argument("--resume", metavar="MODEL_DIR", help="continue training from a saved model")
+    _add_device(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("predict", help="predict repertoire labels", description="Predict each repertoire FILE with a model.")
+    p.add_argument("--model", required=True, metavar="MODEL_DIR", help="model directory")
+    p.add_argument("files", nargs="+", metavar="FILE", help="repertoire files (AIRR, immunoSEQ, 10x, VDJdb, list; gzip ok)")
+    p.add_argument("--out", required=True, help="TSV to write: repertoire, probability, prediction")
+    p.add_argument("--chain", help="10x files: chain to keep (default TRB, else IGH)")
+    _add_device(p)
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("attention", help="attention over every sequence of a repertoire", description="Write the attention of every kept sequence of FILE.")
+    p.add_argument("--model", required=True, metavar="MODEL_DIR", help="model directory")
+    p.add_argument("file", metavar="FILE", help="repertoire file")
+    p.add_argument("--out", required=True, help="TSV to write: sequence, count, v_call, j_call, attention, attention_logit, rank")
+    p.add_argument("--chain", help="10x files: chain to keep (default TRB, else IGH)")
+    _add_device(p)
+    p.set_defaults(func=_cmd_attention)
+
+    simulate.add_cli(sub)
+    cli_interpret.add_cli(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DeepRCError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+__all__ = ["build_parser", "main"]

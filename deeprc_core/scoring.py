@@ -1,0 +1,113 @@
+"""Score whole repertoires: probabilities per repertoire and the attention over every sequence.
+
+Scoring never subsamples: every kept sequence is embedded once (fast lookup path), every sequence gets an
+attention logit, and the softmax runs over the whole repertoire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from deeprc_core.io import Repertoire
+from deeprc_core.model import DeepRC, autocast, outputs_to_probabilities
+
+
+@dataclass
+class RepertoireScore:
+    """A repertoire's prediction and the attention the model paid to each of its sequences."""
+
+    name: str  # repertoire name
+    outputs: np.ndarray  # (n_outputs,) raw network outputs (logits / standardised values)
+    predictions: dict[str, np.ndarray | float]  # per target: probability (binary), class probs, or value
+    attention_logits: np.ndarray  # (N, H) raw attention scores f(z)
+    attention: np.ndarray  # (N, H) softmax weights over the whole repertoire, per head
+
+
+@torch.inference_mode()
+def repertoire_representation(model: DeepRC, repertoire: Repertoire) -> torch.Tensor:
+    """Every sequence's representation z ``(N, D)``: embedding joined with genes and counts."""
+    model.eval()
+    device = model.device
+    with autocast(device):
+        embeddings = model.embed(repertoire.codes, repertoire.lengths).float()
+    v_index, j_index = model.gene_indices(repertoire.v_call, repertoire.j_call)
+    counts = torch.as_tensor(repertoire.counts, dtype=torch.float32)
+    return model.represent(embeddings, v_index, j_index, counts)
+
+
+@torch.inference_mode()
+def score_repertoire(model: DeepRC, repertoire: Repertoire) -> RepertoireScore:
+    """Score one repertoire on every one of its sequences.
+
+    Returns
+    -------
+    RepertoireScore
+        Outputs, per-target predictions, and per-sequence attention logits and weights.
+    """
+    z = repertoire_representation(model, repertoire)
+    outputs, logits, weights = model.outputs_from_representation(z)
+    preds = outputs_to_probabilities(outputs[None], model.config)
+    return RepertoireScore(
+        name=repertoire.name,
+        outputs=outputs.float().cpu().numpy(),
+        predictions={k: v[0] for k, v in preds.items()},
+        attention_logits=logits.float().cpu().numpy(),
+        attention=weights.float().cpu().numpy(),
+    )
+
+
+def predict(model: DeepRC, repertoires: list[Repertoire]) -> pd.DataFrame:
+    """One row per repertoire: ``repertoire``, then per target the positive-class ``probability`` and
+    ``prediction`` (binary), one probability column per class (multiclass) or the value (regression).
+
+    With a single binary target the columns are exactly ``repertoire``, ``probability``, ``prediction``.
+    """
+    specs = model.config.target_specs()
+    rows = []
+    for rep in repertoires:
+        score = score_repertoire(model, rep)
+        row = {"repertoire": rep.name, "n_sequences": len(rep)}
+        for t in specs:
+            value = score.predictions[t.name]
+            prefix = "" if len(specs) == 1 else f"{t.name}_"
+            if t.kind == "binary":
+                p = float(value)
+                row[f"{prefix}probability"] = p
+                row[f"{prefix}prediction"] = t.classes[1] if p >= 0.5 else t.classes[0]
+            elif t.kind == "multiclass":
+                for cls, p in zip(t.classes, value):
+                    row[f"{prefix}probability_{cls}"] = float(p)
+                row[f"{prefix}prediction"] = t.classes[int(np.argmax(value))]
+            else:
+                row[f"{prefix}prediction"] = float(value)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def attention_table(model: DeepRC, repertoire: Repertoire, score: RepertoireScore | None = None) -> pd.DataFrame:
+    """One row per kept sequence, sorted by attention (head 1): ``sequence``, ``count``, ``v_call``,
+    ``j_call``, ``attention`` (softmax weight over the whole repertoire), ``attention_logit``, ``rank``
+    (1 = highest). With several heads, ``attention_h{i}`` / ``attention_logit_h{i}`` are added per head."""
+    score = score or score_repertoire(model, repertoire)
+    table = pd.DataFrame(
+        {
+            "sequence": repertoire.sequences,
+            "count": repertoire.counts,
+            "v_call": repertoire.v_call,
+            "j_call": repertoire.j_call,
+            "attention": score.attention[:, 0],
+            "attention_logit": score.attention_logits[:, 0],
+        }
+    )
+    if score.attention.shape[1] > 1:
+        for h in range(score.attention.shape[1]):
+            table[f"attention_h{h + 1}"] = score.attention[:, h]
+            table[f"attention_logit_h{h + 1}"] = score.attention_logits[:, h]
+    order = np.argsort(-score.attention_logits[:, 0], kind="stable")
+    table = table.iloc[order].reset_index(drop=True)
+    table.insert(len(table.columns), "rank", np.arange(1, len(table) + 1))
+    return table
