@@ -87,6 +87,9 @@ def save_model(
             save_file(tensors, str(tmp / OPTIMIZER_FILE))
             state = {"param_groups": opt["param_groups"], **(training_state or {})}
             (tmp / TRAINING_STATE_FILE).write_text(json.dumps(state, indent=2, default=str))
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a model folder is readable like any other
+        for written in tmp.iterdir():
+            os.chmod(written, 0o644)
         old = None
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old-{os.getpid()}")

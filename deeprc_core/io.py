@@ -30,7 +30,7 @@ import io as _io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -45,7 +45,7 @@ N_AMINO_ACIDS = len(AMINO_ACIDS)
 PAD = N_AMINO_ACIDS  # code of "no residue" (padding beyond a sequence's end)
 DEFAULT_MAX_LENGTH = 40  # longest junction kept by default (TRB rarely exceeds 25, IGH 35)
 
-Source = Union[str, os.PathLike, bytes, BinaryIO]
+Source = str | os.PathLike | bytes | BinaryIO
 
 _INVALID = 255
 _LUT = np.full(256, _INVALID, dtype=np.uint8)  # byte -> residue code

@@ -88,6 +88,8 @@ class SimulationConfig:
     positive_fraction: float = 0.5  # fraction of repertoires that are positive (carry witnesses)
     keep_start: int = 2  # leading junction residues never overwritten (the conserved C and its neighbour)
     keep_end: int = 2  # trailing junction residues never overwritten (the conserved F/W and its neighbour)
+    one_motif_per_repertoire: bool = False  # each positive repertoire carries one motif, drawn at random (as
+    # people of different HLA types answer one antigen with different clonotypes); False = motif drawn per witness
     v_gene: str | None = None  # implant only into sequences of this V gene, e.g. "TRBV20-1"; None = any
     chain: str = "TRB"  # locus of the OLGA model: TRB, TRA, IGH, IGK or IGL (human)
     file_format: str = "airr"  # repertoire file format: "airr", "immunoseq" or "10x"
@@ -388,6 +390,8 @@ def _draw_repertoire(
             eligible = np.sort(np.concatenate([eligible, rows]))
 
         present = set(aa.tolist())
+        if config.one_motif_per_repertoire:
+            motifs = [motifs[int(rng.integers(len(motifs)))]]
         for row in rng.permutation(eligible):
             if len(truth_rows) == n_witnesses:
                 break
@@ -897,6 +901,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "--positive-fraction", type=float, default=d.positive_fraction, help="fraction of positive repertoires"
     )
     parser.add_argument("--v-gene", default=None, help="implant only into sequences of this V gene, e.g. TRBV20-1")
+    parser.add_argument(
+        "--one-motif-per-repertoire", action="store_true", help="each positive repertoire carries one of the motifs"
+    )
     parser.add_argument("--keep-start", type=int, default=d.keep_start, help="leading residues never overwritten")
     parser.add_argument("--keep-end", type=int, default=d.keep_end, help="trailing residues never overwritten")
     parser.add_argument("--format", choices=FILE_FORMATS, default=d.file_format, help="repertoire file format")
@@ -921,6 +928,7 @@ def _run_cli(args: argparse.Namespace) -> int:
         keep_start=args.keep_start,
         keep_end=args.keep_end,
         v_gene=args.v_gene,
+        one_motif_per_repertoire=args.one_motif_per_repertoire,
         chain=args.chain,
         file_format=args.format,
         compress=not args.no_compress,

@@ -1,0 +1,407 @@
+"""Recovery scores: did the model find the signal, when the truth is known (simulated or curated data)?
+
+The truth can be given four ways; each marks *witness* sequences of a repertoire:
+
+* a witness table (``truth.tsv`` of :mod:`deeprc_core.simulate`: ``repertoire``, ``sequence``, ``v_call``,
+  ``j_call``, ``motif``, ``motif_start``, ``motif_length``) — its rows for the repertoire;
+* a motif regular expression (a sequence containing a match is a witness);
+* a position weight matrix (a sequence whose best window scores at least a threshold is a witness);
+* a list of known sequences (e.g. antigen-specific clonotypes from VDJdb).
+
+Scores
+------
+* **Attention ranking** (per repertoire): sequences sorted by attention logit, highest first (ties keep
+  file order). ``precision@k`` = witnesses among the top ``k`` / ``k``; ``recall@k`` = witnesses among the top
+  ``k`` / all witnesses; the same at the top ``top_fraction`` (1 % by default, at least one sequence);
+  ``auprc`` = scikit-learn's ``average_precision_score`` of witness vs attention.
+* **Motif mass** (per repertoire): of the positive integrated-gradient mass on the attributed sequences'
+  residues, the fraction on motif residues. Motif residues come from the truth table (``motif_start`` ..
+  ``motif_start + motif_length - 1``, without the motif's ``.``/``-`` gap positions, which keep the original
+  residue) or from regular-expression match spans. Its chance level is the fraction of the attributed
+  sequences' residues that are motif residues: what a uniform attribution would score.
+* **Kernel match** (per model): for every first-layer kernel and every offset at which the kernel and the
+  motif overlap by ``min(kernel_size, motif residues)`` positions, the Pearson correlation between the
+  kernel's centred weight logo and the motif's one-hot matrix over the overlapping positions (gap positions
+  of the motif left out); the best offset per kernel, kernels sorted best first. 1 means the kernel's
+  residue preferences rank the motif residue first at every overlapping position and all others equal.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score
+
+from deeprc_core.attribution import SequenceAttributions, attribute_sequences, resolve_output
+from deeprc_core.errors import DeepRCError
+from deeprc_core.io import AMINO_ACIDS, N_AMINO_ACIDS, Repertoire, encode_sequences, repertoire_name
+from deeprc_core.model import DeepRC
+from deeprc_core.motifs import kernel_weight_logos
+from deeprc_core.scoring import score_repertoire
+
+GAP_CHARS = ".-"
+TRUTH_COLUMNS = ("repertoire", "sequence", "motif", "motif_start", "motif_length")
+
+
+def _sequences(source: Repertoire | Sequence[str] | np.ndarray) -> np.ndarray:
+    if isinstance(source, Repertoire):
+        return np.asarray(source.sequences, dtype=object)
+    return np.asarray(list(source), dtype=object)
+
+
+def truth_rows(truth: pd.DataFrame, repertoire: str | Repertoire | None) -> pd.DataFrame:
+    """The witness rows of one repertoire (names compared without directories and extensions)."""
+    missing = [c for c in ("sequence",) if c not in truth.columns]
+    if missing:
+        raise DeepRCError("A witness table needs at least a 'sequence' column (truth.tsv has it).")
+    if repertoire is None or "repertoire" not in truth.columns:
+        return truth
+    name = repertoire.name if isinstance(repertoire, Repertoire) else str(repertoire)
+    names = truth["repertoire"].astype(str).map(repertoire_name)
+    return truth[names == repertoire_name(name)]
+
+
+def _check_pwm(pwm: pd.DataFrame) -> np.ndarray:
+    """A PWM as log-odds scores ``(w, 20)``; probability matrices (rows summing to 1) become log2(p / 0.05)."""
+    if list(pwm.columns) != list(AMINO_ACIDS):
+        missing = [a for a in AMINO_ACIDS if a not in pwm.columns]
+        if missing:
+            raise DeepRCError(f"A position weight matrix needs one column per amino acid; it lacks {''.join(missing)}.")
+        pwm = pwm[list(AMINO_ACIDS)]
+    values = pwm.to_numpy(dtype=np.float64)
+    if len(values) == 0 or not np.isfinite(values).all():
+        raise DeepRCError("The position weight matrix is empty or holds missing values.")
+    if (values >= 0).all() and np.allclose(values.sum(axis=1), 1.0, atol=1e-3):
+        values = np.log2(np.maximum(values, 1e-6) / (1.0 / N_AMINO_ACIDS))
+    return values
+
+
+def pwm_scores(sequences: Repertoire | Sequence[str], pwm: pd.DataFrame) -> np.ndarray:
+    """Best window score of each sequence under a PWM ``(N,)``; ``-inf`` for sequences shorter than it."""
+    scores = _check_pwm(pwm)
+    w = len(scores)
+    if isinstance(sequences, Repertoire):
+        codes, lengths = np.asarray(sequences.codes), np.asarray(sequences.lengths)
+    else:
+        codes, lengths = encode_sequences(list(sequences), max_length=10_000)
+    table = np.concatenate([scores, np.full((w, 1), -np.inf)], axis=1)  # (w, 21): PAD scores -inf
+    if codes.shape[1] < w:
+        return np.full(len(codes), -np.inf)
+    windows = np.lib.stride_tricks.sliding_window_view(codes.astype(np.int64), w, axis=1)  # (N, W - w + 1, w)
+    total = table[np.arange(w), windows].sum(axis=2)  # (N, W - w + 1)
+    valid = np.arange(windows.shape[1])[None] <= (lengths.astype(np.int64) - w)[:, None]
+    return np.where(valid, total, -np.inf).max(axis=1)
+
+
+def witness_mask(
+    sequences: Repertoire | Sequence[str] | np.ndarray,
+    *,
+    truth: pd.DataFrame | None = None,
+    repertoire: str | None = None,
+    regex: str | None = None,
+    pwm: pd.DataFrame | None = None,
+    pwm_threshold: float | None = None,
+    known: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Which sequences are witnesses ``(N,)`` bool, from exactly one of ``truth``, ``regex``, ``pwm``, ``known``.
+
+    Parameters
+    ----------
+    sequences
+        A repertoire or its junction strings.
+    truth, repertoire
+        Witness table; only rows whose ``repertoire`` matches ``repertoire`` (default: the repertoire's name)
+        count. Sequences are matched by their junction string.
+    regex
+        Motif regular expression, searched anywhere in each junction (``SLGQ``, ``RD.G``, ``S[LI]GQ``).
+    pwm, pwm_threshold
+        PWM (``(w, 20)`` DataFrame of log-odds scores, or probabilities) and the score a sequence's best
+        window must reach; default 80 % of the highest possible score.
+    known
+        Known witness junctions.
+    """
+    given = [x is not None for x in (truth, regex, pwm, known)]
+    if sum(given) != 1:
+        raise DeepRCError(
+            "Give exactly one definition of the witnesses: a truth table, a regex, a PWM or known sequences."
+        )
+    seqs = _sequences(sequences)
+    if truth is not None:
+        name = repertoire if repertoire is not None else (sequences.name if isinstance(sequences, Repertoire) else None)
+        rows = truth_rows(truth, name)
+        return np.isin(seqs, rows["sequence"].astype(str).to_numpy())
+    if regex is not None:
+        try:
+            pattern = re.compile(regex)
+        except re.error as exc:
+            raise DeepRCError(f"The motif '{regex}' is not a valid regular expression ({exc}).") from exc
+        return np.array([pattern.search(s) is not None for s in seqs], dtype=bool)
+    if known is not None:
+        return np.isin(seqs, np.asarray([s.strip().upper() for s in known], dtype=object))
+    values = _check_pwm(pwm)
+    threshold = 0.8 * values.max(axis=1).sum() if pwm_threshold is None else pwm_threshold
+    return pwm_scores(sequences if isinstance(sequences, Repertoire) else list(seqs), pwm) >= threshold
+
+
+def ranking_metrics(
+    scores: np.ndarray, witnesses: np.ndarray, ks: Sequence[int] = (10, 100), top_fraction: float = 0.01
+) -> dict[str, float]:
+    """Precision and recall at the top of a ranking, and the area under the precision-recall curve.
+
+    Parameters
+    ----------
+    scores
+        ``(N,)`` ranking scores, higher = ranked first (attention logits or weights).
+    witnesses
+        ``(N,)`` bool, True for witness sequences.
+    ks
+        Cut-offs; ``k`` larger than ``N`` is clipped to ``N``.
+    top_fraction
+        Extra cut-off as a fraction of ``N`` (``ceil``, at least 1), reported as ``precision@top1%`` etc.
+
+    Returns
+    -------
+    dict
+        ``n_sequences``, ``n_witnesses``, ``precision@k``, ``recall@k`` per ``k``, ``k_top``,
+        ``precision@top{p}%``, ``recall@top{p}%``, ``auprc`` (NaN for recall and AUPRC without witnesses).
+    """
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    witnesses = np.asarray(witnesses, dtype=bool).reshape(-1)
+    if scores.shape != witnesses.shape:
+        raise DeepRCError("Scores and witness flags must have one value per sequence.")
+    n, n_w = len(scores), int(witnesses.sum())
+    if n == 0:
+        raise DeepRCError("Cannot rank an empty repertoire.")
+    hits = np.cumsum(witnesses[np.argsort(-scores, kind="stable")])  # witnesses within the top 1..N
+    out: dict[str, float] = {"n_sequences": n, "n_witnesses": n_w}
+
+    def _at(k: int) -> tuple[float, float]:
+        k = min(max(int(k), 1), n)
+        found = float(hits[k - 1])
+        return found / k, (found / n_w if n_w else math.nan)
+
+    for k in ks:
+        out[f"precision@{k}"], out[f"recall@{k}"] = _at(k)
+    k_top = max(1, math.ceil(n * top_fraction))
+    label = f"top{top_fraction * 100:g}%"
+    out["k_top"] = k_top
+    out[f"precision@{label}"], out[f"recall@{label}"] = _at(k_top)
+    out["auprc"] = float(average_precision_score(witnesses, scores)) if 0 < n_w < n else (1.0 if n_w == n else math.nan)
+    return out
+
+
+def motif_residue_mask(
+    sequences: Sequence[str] | np.ndarray,
+    width: int | None = None,
+    *,
+    truth: pd.DataFrame | None = None,
+    repertoire: str | None = None,
+    regex: str | None = None,
+) -> np.ndarray:
+    """Which residues of each sequence are motif residues ``(S, width)`` bool (width default: longest).
+
+    From the truth table (rows matched by sequence within ``repertoire``): positions ``motif_start + j``
+    for the motif's non-gap letters ``j``. From a regex: every position inside a match (all
+    non-overlapping matches).
+    """
+    if (truth is None) == (regex is None):
+        raise DeepRCError("Give the motif positions either as a truth table or as a regular expression.")
+    seqs = [str(s) for s in sequences]
+    width = width if width is not None else max((len(s) for s in seqs), default=0)
+    mask = np.zeros((len(seqs), width), dtype=bool)
+    if regex is not None:
+        try:
+            pattern = re.compile(regex)
+        except re.error as exc:
+            raise DeepRCError(f"The motif '{regex}' is not a valid regular expression ({exc}).") from exc
+        for i, s in enumerate(seqs):
+            for m in pattern.finditer(s):
+                mask[i, m.start() : min(m.end(), width)] = True
+        return mask
+    missing = [c for c in ("sequence", "motif_start", "motif_length") if c not in truth.columns]
+    if missing:
+        raise DeepRCError(f"The witness table lacks the column(s) {', '.join(missing)} needed to locate motifs.")
+    rows = truth_rows(truth, repertoire)
+    where: dict[str, list[int]] = {}
+    for row in rows.itertuples(index=False):
+        start, length = int(row.motif_start), int(row.motif_length)
+        motif = str(getattr(row, "motif", "")) if "motif" in rows.columns else ""
+        offsets = [j for j in range(length) if not (j < len(motif) and motif[j] in GAP_CHARS)]
+        where.setdefault(str(row.sequence), []).extend(start + j for j in offsets)
+    for i, s in enumerate(seqs):
+        for p in where.get(s, ()):
+            if 0 <= p < min(len(s), width):
+                mask[i, p] = True
+    return mask
+
+
+def motif_mass(result: SequenceAttributions, mask: np.ndarray) -> dict[str, float]:
+    """Fraction of the positive attribution mass on motif residues, and its chance level.
+
+    Parameters
+    ----------
+    result
+        Attributions of ``S`` sequences.
+    mask
+        ``(S, L')`` motif residues of the same sequences (e.g. :func:`motif_residue_mask`).
+
+    Returns
+    -------
+    dict
+        ``motif_mass`` = sum of positive residue attributions on motif residues / sum of positive residue
+        attributions; ``chance`` = motif residues / residues of the attributed sequences; ``ratio`` =
+        motif_mass / chance (NaN where undefined).
+    """
+    scores = result.residue_attributions()  # (S, L)
+    s, length = scores.shape
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape[0] != s:
+        raise DeepRCError("The motif mask needs one row per attributed sequence.")
+    full = np.zeros((s, length), dtype=bool)
+    w = min(length, mask.shape[1])
+    full[:, :w] = mask[:, :w]
+    inside = np.arange(length)[None] < result.lengths[:, None]
+    full &= inside
+    positive = np.clip(scores, 0.0, None) * inside
+    total = positive.sum()
+    mass = float(positive[full].sum() / total) if total > 0 else math.nan
+    chance = float(full.sum() / inside.sum()) if inside.any() else math.nan
+    ratio = mass / chance if chance and not math.isnan(mass) else math.nan
+    return {"motif_mass": mass, "chance": chance, "ratio": ratio}
+
+
+def motif_matrix(motif: str) -> pd.DataFrame:
+    """One-hot matrix of a motif ``(len(motif), 20)``; gap positions (``.``/``-``) are rows of NaN."""
+    motif = motif.strip().upper()
+    if not motif or any(c not in AMINO_ACIDS + GAP_CHARS for c in motif):
+        raise DeepRCError(f"The motif '{motif}' must use the 20 amino-acid letters and '.' for any residue.")
+    values = np.zeros((len(motif), N_AMINO_ACIDS))
+    for i, c in enumerate(motif):
+        if c in GAP_CHARS:
+            values[i] = np.nan
+        else:
+            values[i, AMINO_ACIDS.index(c)] = 1.0
+    frame = pd.DataFrame(values, columns=list(AMINO_ACIDS))
+    frame.index.name = "pos"
+    return frame
+
+
+def kernel_motif_match(source: DeepRC | dict[int, pd.DataFrame], motif: str) -> pd.DataFrame:
+    """Best Pearson correlation of each kernel's centred weight logo with a motif (module docstring).
+
+    Parameters
+    ----------
+    source
+        A CNN model, or its weight logos (``kernel -> (kernel_size, 20)`` DataFrame).
+    motif
+        Motif letters, ``.`` for any residue (``SLGQ``, ``RD.G``).
+
+    Returns
+    -------
+    DataFrame
+        One row per kernel: ``kernel``, ``correlation``, ``offset`` (motif position aligned with kernel row
+        0: kernel row ``r`` faces motif position ``r + offset``), ``overlap`` (motif residues compared);
+        sorted by correlation, best first.
+    """
+    logos = kernel_weight_logos(source) if isinstance(source, DeepRC) else source
+    target = motif_matrix(motif).to_numpy()  # (m, 20), NaN rows at gaps
+    m = len(target)
+    rows = []
+    for kernel, logo in logos.items():
+        weights = logo[list(AMINO_ACIDS)].to_numpy(dtype=np.float64)  # (k, 20)
+        k = len(weights)
+        need = min(k, int((~np.isnan(target[:, 0])).sum()))
+        best = (math.nan, 0, 0)
+        for offset in range(-(k - 1), m):
+            r = np.arange(k)
+            p = r + offset
+            ok = (p >= 0) & (p < m)
+            ok[ok] &= ~np.isnan(target[p[ok], 0])
+            if ok.sum() < max(need, 1):
+                continue
+            a, b = weights[r[ok]].ravel(), target[p[ok]].ravel()
+            if a.std() == 0 or b.std() == 0:
+                continue
+            corr = float(np.corrcoef(a, b)[0, 1])
+            if math.isnan(best[0]) or corr > best[0]:
+                best = (corr, offset, int(ok.sum()))
+        rows.append({"kernel": int(kernel), "correlation": best[0], "offset": best[1], "overlap": best[2]})
+    frame = pd.DataFrame(rows, columns=["kernel", "correlation", "offset", "overlap"])
+    return frame.sort_values("correlation", ascending=False, kind="stable", na_position="last").reset_index(drop=True)
+
+
+@dataclass
+class RecoveryReport:
+    """Recovery scores of a model on repertoires with known witnesses."""
+
+    per_repertoire: pd.DataFrame  # one row per positive repertoire: ranking metrics, motif mass, chance
+    summary: dict[str, float]  # every numeric column averaged over positive repertoires, plus kernel match
+    kernel_match: pd.DataFrame | None  # per kernel: best correlation with the motif (CNN and a motif only)
+
+
+def recovery_report(
+    model: DeepRC,
+    repertoires: Sequence[Repertoire],
+    truth: pd.DataFrame,
+    *,
+    ks: Sequence[int] = (10, 100),
+    top_fraction: float = 0.01,
+    attribute_top: int = 50,
+    n_steps: int = 32,
+    motif: str | None = None,
+    target: str | None = None,
+    class_name: str | None = None,
+) -> RecoveryReport:
+    """Score how well attention, attributions and kernels recover the known witnesses and motif.
+
+    Positive repertoires are those with at least one witness row in ``truth``. For each: the attention
+    ranking metrics (:func:`ranking_metrics`, head 0), and, when ``attribute_top > 0`` and the table locates
+    motifs, the motif mass of integrated gradients over its ``attribute_top`` highest-attention sequences.
+    The kernel match uses ``motif`` (default: the truth table's most frequent motif).
+    """
+    output_index = resolve_output(model, target, class_name)
+    rows = []
+    for rep in repertoires:
+        witnesses = witness_mask(rep, truth=truth)
+        if not witnesses.any():
+            continue
+        score = score_repertoire(model, rep)
+        row: dict[str, float | str] = {"repertoire": rep.name}
+        row.update(ranking_metrics(score.attention_logits[:, 0], witnesses, ks, top_fraction))
+        row["output"] = float(score.outputs[output_index])
+        if attribute_top > 0 and {"motif_start", "motif_length"} <= set(truth.columns):
+            result = attribute_sequences(model, rep, top=attribute_top, n_steps=n_steps, output_index=output_index)
+            mask = motif_residue_mask(result.sequences, result.attributions.shape[1], truth=truth, repertoire=rep.name)
+            row.update(motif_mass(result, mask))
+        rows.append(row)
+    per_repertoire = pd.DataFrame(rows)
+    summary: dict[str, float] = {"n_positive_repertoires": float(len(per_repertoire))}
+    for column in per_repertoire.columns:
+        if column != "repertoire":
+            summary[column] = float(pd.to_numeric(per_repertoire[column], errors="coerce").mean())
+    kernel_match = None
+    if motif is None and "motif" in truth.columns and len(truth):
+        motif = str(truth["motif"].astype(str).value_counts().index[0])
+    if motif and model.config.embedding == "cnn":
+        kernel_match = kernel_motif_match(model, motif)
+        summary["kernel_match"] = float(kernel_match["correlation"].iloc[0]) if len(kernel_match) else math.nan
+    return RecoveryReport(per_repertoire=per_repertoire, summary=summary, kernel_match=kernel_match)
+
+
+__all__ = [
+    "RecoveryReport",
+    "kernel_motif_match",
+    "motif_mass",
+    "motif_matrix",
+    "motif_residue_mask",
+    "pwm_scores",
+    "ranking_metrics",
+    "recovery_report",
+    "truth_rows",
+    "witness_mask",
+]
