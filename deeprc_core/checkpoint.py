@@ -30,6 +30,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 TRAINING_STATE_FILE = "training_state.json"
+_MANAGED = {CONFIG_FILE, WEIGHTS_FILE, OPTIMIZER_FILE, TRAINING_STATE_FILE}
 FORMAT_VERSION = 1
 
 
@@ -61,9 +62,13 @@ def save_model(
     from deeprc_core import __version__
 
     directory = Path(directory)
+    if directory.exists() and not (directory / CONFIG_FILE).is_file():
+        if not directory.is_dir() or any(directory.iterdir()):
+            raise DeepRCError(f"{directory} exists and is not a DeepRC model; choose another name for the model.")
     directory.parent.mkdir(parents=True, exist_ok=True)
     info = dict(model.info if info is None else info)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    old = None
     try:
         state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE))
@@ -90,16 +95,23 @@ def save_model(
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a model folder is readable like any other
         for written in tmp.iterdir():
             os.chmod(written, 0o644)
-        old = None
         if directory.exists():
+            for extra in directory.iterdir():  # keep what else lives with the model (its card, figures)
+                if extra.name not in _MANAGED and not (tmp / extra.name).exists():
+                    copy = shutil.copytree if extra.is_dir() else shutil.copy2
+                    copy(extra, tmp / extra.name)
             old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
             os.replace(directory, old)
         os.replace(tmp, directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
+        if old is not None and not directory.exists():
+            os.replace(old, directory)  # put the previous model back
+            old = None
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     model.info = info
     return directory
 
@@ -147,7 +159,9 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "auto"
     if not weights.is_file():
         raise DeepRCError(f"Model {directory.name} has no {WEIGHTS_FILE}.")
     expected = document.get("weights_sha256")
-    if expected and _sha256(weights) != expected:
+    if not expected:
+        raise DeepRCError(f"The {CONFIG_FILE} of model {directory.name} has no weights checksum; it cannot be trusted.")
+    if _sha256(weights) != expected:
         raise DeepRCError(
             f"The weights of model {directory.name} do not match the checksum in its {CONFIG_FILE}: "
             "the file was changed or truncated. Re-save or re-train the model."

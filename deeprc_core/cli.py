@@ -24,18 +24,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from deeprc_core.checkpoint import save_model
     from deeprc_core.dataset import open_dataset
     from deeprc_core.model import DeepRCConfig
-    from deeprc_core.training import TrainingConfig, cross_validate, train
+    from deeprc_core.training import TrainingConfig, cross_validate, infer_target, train
 
-    bar = tqdm(total=1, desc="reading repertoires", unit="file", file=sys.stderr)
+    with tqdm(total=1, desc="reading repertoires", unit="file", file=sys.stderr) as bar:
 
-    def _progress(done: int, total: int, name: str) -> None:
-        bar.total = total
-        bar.n = done
-        bar.set_postfix_str(name)
-        bar.refresh()
+        def _progress(done: int, total: int, name: str) -> None:
+            bar.total = total
+            bar.n = done
+            bar.set_postfix_str(name)
+            bar.refresh()
 
-    dataset = open_dataset(args.dataset, max_length=args.max_length, progress=_progress)
-    bar.close()
+        dataset = open_dataset(args.dataset, max_length=args.max_length, progress=_progress)
+    infer_target(dataset.metadata, args.target, args.positive, args.task)  # fail before any progress bar
     training = TrainingConfig(
         target=args.target,
         positive=args.positive,
@@ -65,16 +65,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         table.to_csv(out / "cross_validation.tsv", sep="\t", index=False)
         print(table.to_string(index=False))
         return 0
-    bar = tqdm(total=training.max_updates, desc="training", unit="update", file=sys.stderr)
+    with tqdm(total=training.max_updates, desc="training", unit="update", file=sys.stderr) as bar:
 
-    def _on_update(p) -> None:
-        bar.update(p.update - bar.n)
-        best = p.best or {}
-        bar.set_postfix(loss=f"{p.loss:.3f}", val_auc=f"{best.get('val_auc', float('nan')):.3f}")
+        def _on_update(p) -> None:
+            bar.update(p.update - bar.n)
+            best = p.best or {}
+            bar.set_postfix(loss=f"{p.loss:.3f}", val_auc=f"{best.get('val_auc', float('nan')):.3f}")
 
-    result = train(dataset, training, model_config, on_update=_on_update, resume_from=args.resume)
-    bar.close()
-    result.model.info["command"] = " ".join(["python -m deeprc_core", *sys.argv[1:]])
+        result = train(dataset, training, model_config, on_update=_on_update, resume_from=args.resume)
+    result.model.info["command"] = " ".join(["python -m deeprc_core", *args.argv])
     save_model(result.model, args.out, optimizer=result.optimizer, training_state=result.state)
     metrics = ", ".join(f"{k}={v:.3f}" for k, v in result.metrics.items() if isinstance(v, float))
     print(f"Saved model to {args.out} ({result.state['update']} updates, {result.state['stop_reason']}); validation: {metrics}")
@@ -99,6 +98,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     model = load_model(args.model, args.device)
     reps = _read_files(args.files, model.config.max_length, args.chain)
     table = predict(model, reps)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, sep="\t", index=False)
     print(f"Wrote {len(table)} predictions to {args.out}")
     return 0
@@ -111,6 +111,7 @@ def _cmd_attention(args: argparse.Namespace) -> int:
     model = load_model(args.model, args.device)
     (rep,) = _read_files([args.file], model.config.max_length, args.chain)
     table = attention_table(model, rep)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, sep="\t", index=False, float_format="%.6g")
     print(f"Wrote attention for {len(table):,} sequences to {args.out}")
     return 0
@@ -152,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict repertoire labels", description="Predict each repertoire FILE with a model.")
     p.add_argument("--model", required=True, metavar="MODEL_DIR", help="model directory")
     p.add_argument("files", nargs="+", metavar="FILE", help="repertoire files (AIRR, immunoSEQ, 10x, VDJdb, list; gzip ok)")
-    p.add_argument("--out", required=True, help="TSV to write: repertoire, probability, prediction")
+    p.add_argument("--out", required=True, help="TSV to write: repertoire, n_sequences, probability, prediction")
     p.add_argument("--chain", help="10x files: chain to keep (default TRB, else IGH)")
     _add_device(p)
     p.set_defaults(func=_cmd_predict)
@@ -172,13 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return int(args.func(args) or 0)
     except DeepRCError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+    except OSError as exc:  # unreadable input, unwritable output
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -701,13 +701,14 @@ def read_metadata(path: str | os.PathLike, repertoire_files: list[Path] | None =
         by_name: dict[str, Path] = {}
         for f in repertoire_files:
             by_name.setdefault(repertoire_name(f), f)
-        missing = [i for i, n in zip(ids, names) if n not in by_name]
+        exact = {Path(f).name: Path(f) for f in repertoire_files}  # an ID naming a file exactly wins
+        missing = [i for i, n in zip(ids, names) if i not in exact and n not in by_name]
         if missing:
             shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
             raise DeepRCError(
                 f"{len(missing)} repertoire(s) listed in {path.name} (column '{id_col}') have no file: {shown}."
             )
-        meta["file"] = [str(by_name[n]) for n in names]
+        meta["file"] = [str(exact.get(i) or by_name[n]) for i, n in zip(ids, names)]
     meta.attrs["id_column"] = id_col
     return meta
 

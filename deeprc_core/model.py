@@ -226,7 +226,7 @@ class DeepRC(nn.Module):
         def _map(calls, table):
             if not table or calls is None:
                 return None
-            idx = pd.Series(calls, dtype=object).map(table).fillna(0).to_numpy(dtype=np.int64)
+            idx = pd.Series(calls, dtype=object).map(table).fillna(0).to_numpy(dtype=np.int64, copy=True)
             return torch.from_numpy(idx)
 
         return _map(v_call, self._v_index), _map(j_call, self._j_index)

@@ -61,10 +61,10 @@ def score_repertoire(model: DeepRC, repertoire: Repertoire) -> RepertoireScore:
 
 
 def predict(model: DeepRC, repertoires: list[Repertoire]) -> pd.DataFrame:
-    """One row per repertoire: ``repertoire``, then per target the positive-class ``probability`` and
-    ``prediction`` (binary), one probability column per class (multiclass) or the value (regression).
-
-    With a single binary target the columns are exactly ``repertoire``, ``probability``, ``prediction``.
+    """One row per repertoire: ``repertoire``, ``n_sequences``, then per target the positive-class
+    ``probability`` and ``prediction`` (binary), one probability column per class (multiclass) or the value
+    (regression). With a single binary target the columns are ``repertoire``, ``n_sequences``,
+    ``probability``, ``prediction``.
     """
     specs = model.config.target_specs()
     rows = []

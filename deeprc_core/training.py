@@ -295,12 +295,12 @@ class _Trainer:
             update, best_loss = int(state.get("update", 0)), float(state.get("best_loss", math.inf))
             history = list(state.get("history", []))
             rng = np.random.default_rng([cfg.seed, update])
-            best_state = copy.deepcopy(model.state_dict())
-            best_eval = history[-1] if history else None
+            best_state = copy.deepcopy(model.state_dict())  # the saved weights are the best ones
+            best_eval = min(history, key=lambda h: h["val_loss"]) if history else None
         start, running, reason = time.perf_counter(), [], "max_updates"
         budget = None if cfg.max_minutes is None else cfg.max_minutes * 60.0
         order = np.empty(0, dtype=np.int64)
-        targets_t = [torch.as_tensor(t) for t in self.targets]
+        targets_t = [torch.as_tensor(t.copy()) for t in self.targets]
         while update < cfg.max_updates:
             if should_stop is not None and should_stop():
                 reason = "cancelled"
@@ -443,6 +443,11 @@ def cross_validate(
     rows = []
     for fold, (outer_train, test) in enumerate(splitter.split(np.zeros(len(dataset)), labels)):
         strat = labels[outer_train] if labels is not None else None
+        if strat is not None:
+            _, per_class = np.unique(strat, return_counts=True)
+            n_val = max(1, int(round(training.validation_fraction * len(outer_train))))
+            if per_class.min() < 2 or n_val < len(per_class):
+                strat = None  # too few per class to stratify the inner split
         inner_train, inner_val = train_test_split(
             outer_train, test_size=training.validation_fraction, random_state=training.seed, stratify=strat
         )

@@ -67,6 +67,15 @@ def write_dataset(
     return root
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tiny test models gain nothing from intra-op threads, and on a busy 2-core machine threads thrash."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     np.random.seed(0)
