@@ -154,6 +154,16 @@ def test_class_balance(fraction: float, n_positive: int) -> None:
     assert all(len(r.truth) >= 1 for r in repertoires if r.positive)
 
 
+def test_one_motif_per_repertoire_gives_each_positive_a_single_motif_and_uses_them_all() -> None:
+    config = replace(SMALL, n_repertoires=12, positive_fraction=1.0, one_motif_per_repertoire=True)
+    repertoires, _ = sim.simulate_repertoires(config)
+    per_repertoire = [set(r.truth["motif"]) for r in repertoires]
+    assert all(len(m) == 1 for m in per_repertoire)
+    assert set().union(*per_repertoire) == set(MOTIFS)
+    mixed, _ = sim.simulate_repertoires(replace(config, one_motif_per_repertoire=False))
+    assert any(len(set(r.truth["motif"])) == 2 for r in mixed)
+
+
 def test_substitution_changes_every_implanted_residue_when_certain() -> None:
     config = replace(SMALL, n_repertoires=2, positive_fraction=1.0, motifs=["SLGQ"], substitution_prob=1.0)
     repertoires, _ = sim.simulate_repertoires(config)
