@@ -322,15 +322,20 @@ def _pick(columns: list[str], candidates: tuple[str, ...]) -> str | None:
     return next((c for c in candidates if c in columns), None)
 
 
-def _normalise_genes(column: pa.ChunkedArray, rows: np.ndarray) -> np.ndarray:
-    """First call of a possibly ambiguous gene call, allele removed; unknown -> ''. Works on the few
-    distinct values only, so it is vectorised over rows."""
+def _normalise_genes(column: pa.ChunkedArray | None, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First call of a possibly ambiguous gene call, allele removed; unknown -> ''. Works on the few distinct
+    values only, so it is vectorised over rows. Returns the names ``(N,)`` and an integer code per distinct
+    cleaned name ``(N,)`` (used to merge duplicates without hashing strings again)."""
+    if column is None:
+        return np.full(len(rows), "", dtype=object), np.zeros(len(rows), dtype=np.int64)
     values, index = _categories(column)
     cleaned = []
     for value in values:
         g = value.strip().split(",")[0].split("|")[0].split("*")[0].strip()
         cleaned.append("" if g.upper() in _MISSING_GENE else g)
-    return np.asarray(cleaned, dtype=object)[index[rows]]
+    names, code_of_value = np.unique(np.asarray(cleaned, dtype=object), return_inverse=True)
+    picked = index[rows]
+    return names[code_of_value][picked], code_of_value[picked].astype(np.int64)
 
 
 def _read_table(handle: object, gz: bool, display: str, sep: str, names: list[str], wanted: dict[str, str], has_header: bool):
@@ -395,7 +400,7 @@ def _padded_codes(flat_codes: np.ndarray, starts: np.ndarray, lengths: np.ndarra
     """``(N, W)`` residue codes, PAD beyond each end, gathered length by length (no padding is read)."""
     width = int(lengths.max()) if len(lengths) else 1
     codes = np.full((len(lengths), width), PAD, dtype=np.uint8)
-    order = np.argsort(lengths, kind="stable")
+    order = np.argsort(lengths.astype(np.int16), kind="stable")  # radix sort of small integers
     sorted_lengths = lengths[order]
     bounds = np.searchsorted(sorted_lengths, np.arange(width + 2))
     for length in range(1, width + 1):
@@ -413,7 +418,7 @@ def _categories(column: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:
 
 
 def _merge_duplicates(
-    codes: np.ndarray, v_call: np.ndarray, j_call: np.ndarray, counts: np.ndarray
+    codes: np.ndarray, v_call: np.ndarray, j_call: np.ndarray, v_code: np.ndarray, j_code: np.ndarray, counts: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Group identical (sequence, V, J) rows: indices of each group's first row and the summed counts,
     or None when every row is distinct. Rows are hashed as integers (fast), and every group is then
@@ -422,8 +427,8 @@ def _merge_duplicates(
     row_hash = np.zeros(n, dtype=np.uint64)
     for col in range(codes.shape[1]):  # polynomial hash over the (few) columns, wrapping mod 2^64
         row_hash = row_hash * np.uint64(1_000_003) + codes[:, col]
-    v_index = pd.factorize(v_call)[0].astype(np.uint64)
-    j_index = pd.factorize(j_call)[0].astype(np.uint64)
+    v_index = v_code.astype(np.uint64)
+    j_index = j_code.astype(np.uint64)
     key = row_hash ^ (v_index * np.uint64(0x9E3779B97F4A7C15)) ^ (j_index * np.uint64(0xC2B2AE3D27D4EB4F))
     group, uniques = pd.factorize(key)  # ids in order of first appearance
     if len(uniques) == n:
@@ -576,12 +581,13 @@ def read_repertoire(
     kept_seqs = seq_col.take(pa.array(rows)).cast(pa.string())
     if report.n_lowercase:
         kept_seqs = pc.utf8_upper(kept_seqs)
-    v_call = _normalise_genes(table["v_call"], rows) if "v_call" in table.column_names else np.full(len(rows), "", object)
-    j_call = _normalise_genes(table["j_call"], rows) if "j_call" in table.column_names else np.full(len(rows), "", object)
+    names = table.column_names
+    v_call, v_code = _normalise_genes(table["v_call"] if "v_call" in names else None, rows)
+    j_call, j_code = _normalise_genes(table["j_call"] if "j_call" in names else None, rows)
     out_counts = counts[rows]
 
     # Merge duplicate (sequence, V, J) rows by summing their counts.
-    merged = _merge_duplicates(codes, v_call, j_call, out_counts)
+    merged = _merge_duplicates(codes, v_call, j_call, v_code, j_code, out_counts)
     if merged is not None:
         first, out_counts = merged
         report.n_duplicates_merged = len(rows) - len(first)

@@ -281,7 +281,7 @@ class DeepRC(nn.Module):
         blocks.append(pos_term.transpose(1, 2).reshape((m + 1) * m, -1))  # row = length * m + position
         return torch.cat(blocks), groups, offset
 
-    def embed(self, codes: torch.Tensor | np.ndarray, lengths: torch.Tensor | np.ndarray, chunk_positions: int = 1 << 16) -> torch.Tensor:
+    def embed(self, codes: torch.Tensor | np.ndarray, lengths: torch.Tensor | np.ndarray, chunk_positions: int = 1 << 17) -> torch.Tensor:
         """Fast embedding of encoded sequences ``(N, W)`` -> ``(N, E)`` (no gradient to the input).
 
         Groups sequences by length and uses fused lookup tables for the first CNN layer; falls back to the
@@ -297,7 +297,7 @@ class DeepRC(nn.Module):
         table, groups, pos_offset = self._lookup_tables()
         h, m, n_res = self.config.kernel_size // 2, self.config.max_length, PAD + 1
         out = torch.empty(len(codes), self.config.embedding_size, device=device, dtype=table.dtype)
-        padded = F.pad(codes.to(torch.int32), (h, h), value=PAD)  # (N, W + 2h): same-padding of the kernel
+        bag_offsets = torch.tensor([offset for _, _, offset in groups] + [0], dtype=torch.int32, device=device)
         sorted_lengths, order = torch.sort(lengths, stable=True)
         bounds = torch.searchsorted(sorted_lengths, torch.arange(m + 2, device=device)).tolist()
         for length in range(1, m + 1):
@@ -308,16 +308,14 @@ class DeepRC(nn.Module):
             pos_rows = (pos_offset + length * m + torch.arange(length, device=device)).to(torch.int32)  # (L,)
             for s in range(0, len(members), per_chunk):
                 idx = members[s : s + per_chunk]
-                c = padded[idx, : length + 2 * h]  # (n, L + 2h)
-                scaled = {1: c, n_res: c * n_res, n_res**2: c * n_res**2}
-                bags = []
-                for start, size, offset in groups:
-                    key = scaled[n_res ** (size - 1)][:, start : start + length] + offset
-                    for o in range(start + 1, start + size):
-                        key = key + scaled[n_res ** (start + size - 1 - o)][:, o : o + length]
-                    bags.append(key)
+                c = F.pad(codes[idx, :length].to(torch.int32), (h, h + 2), value=PAD)  # (n, L + 2h + 2)
+                # code of the three residues starting at every padded position: c0 * 21^2 + c1 * 21 + c2
+                tri = c[:, :-2] * n_res**2 + c[:, 1:-1] * n_res + c[:, 2:]  # (n, L + 2h)
+                bags = [tri[:, start : start + length] for start, _, _ in groups]
+                if groups[-1][1] < 3:  # a last group of 1 or 2 offsets: drop the residues beyond it
+                    bags[-1] = bags[-1] // n_res ** (3 - groups[-1][1])
                 bags.append(pos_rows.expand(len(idx), length))
-                bag = torch.stack(bags, dim=-1).view(len(idx) * length, -1)  # (n*L, groups + 1)
+                bag = torch.stack(bags, dim=-1).add_(bag_offsets).view(len(idx) * length, -1)  # (n*L, groups+1)
                 act = F.embedding_bag(bag, table, mode="sum").view(len(idx), length, -1)  # (n, L, K)
                 if len(self.convs) > 1:
                     x = act.transpose(1, 2)  # (n, L, K) -> (n, K, L)

@@ -16,7 +16,13 @@ import logomaker
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from matplotlib.collections import PatchCollection
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.patches import PathPatch
+from matplotlib.path import Path as MplPath
+from matplotlib.textpath import TextPath
+from matplotlib.transforms import Affine2D
 from plotly.subplots import make_subplots
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
@@ -27,6 +33,9 @@ from deeprc_core.motifs import KernelMotifs
 
 EXPORT_FORMATS = ("png", "svg", "pdf")
 LOGO_COLORS = "chemistry"  # logomaker's amino-acid colour scheme by side-chain chemistry
+_LETTER_COLOURS = {
+    a: tuple(c) for a, c in logomaker.src.colors.get_color_dict(LOGO_COLORS, AMINO_ACIDS).items()
+}
 _WITNESS, _OTHER = "#d62728", "#1f77b4"
 
 
@@ -251,16 +260,50 @@ def kernel_importance_figure(motifs: KernelMotifs) -> go.Figure:
 # Logos (matplotlib, no pyplot)
 
 
+_GLYPHS: dict[str, MplPath] = {}  # letter -> outline scaled to the unit square
+
+
+def _glyph(letter: str) -> MplPath:
+    """The outline of a bold letter filling the unit square (cached: building text paths is the slow part)."""
+    path = _GLYPHS.get(letter)
+    if path is None:
+        text = TextPath((0, 0), letter, size=1, prop=FontProperties(family="DejaVu Sans", weight="bold"))
+        box = text.get_extents()
+        path = text.transformed(Affine2D().translate(-box.x0, -box.y0).scale(1 / box.width, 1 / box.height))
+        _GLYPHS[letter] = path
+    return path
+
+
 def _draw_logo(ax, matrix: pd.DataFrame, title: str | None) -> None:
+    """Stack letters as logomaker does (colour scheme ``chemistry``, smallest next to the axis, negative
+    values below it and upside down), drawing only letters taller than 0.1 % of the tallest column:
+    logomaker builds a glyph for every letter at every position, about ten times slower."""
     missing = [a for a in AMINO_ACIDS if a not in matrix.columns]
     if missing:
         raise DeepRCError(f"A logo matrix needs one column per amino acid; it lacks {''.join(missing)}.")
     values = matrix[list(AMINO_ACIDS)].astype(float).fillna(0.0)
-    if values.to_numpy().any():
-        logomaker.Logo(values, ax=ax, color_scheme=LOGO_COLORS)
-    else:  # nothing to stack: an empty panel (logomaker would warn about a zero-height axis)
-        ax.set_xlim(values.index.min() - 0.5, values.index.max() + 0.5)
-        ax.set_ylim(-1, 1)
+    array = values.to_numpy()
+    positive, negative = np.clip(array, 0, None).sum(axis=1), np.clip(array, None, 0).sum(axis=1)
+    tallest = float(max(positive.max(initial=0.0), -negative.min(initial=0.0)))
+    patches = []
+    for position, row in zip(values.index, array):
+        up, down = 0.0, 0.0
+        for i in np.argsort(np.abs(row), kind="stable"):
+            v = row[i]
+            if abs(v) <= 1e-3 * tallest:
+                continue
+            if v > 0:
+                box = Affine2D().scale(0.9, v).translate(position - 0.45, up)
+                up += v
+            else:
+                box = Affine2D().scale(0.9, v).translate(position - 0.45, down)  # negative height: flipped
+                down += v
+            patches.append(PathPatch(_glyph(AMINO_ACIDS[i]).transformed(box), facecolor=_LETTER_COLOURS[AMINO_ACIDS[i]], linewidth=0))
+    ax.add_collection(PatchCollection(patches, match_original=True))
+    ax.set_xlim(values.index.min() - 0.5, values.index.max() + 0.5)
+    low, high = float(negative.min(initial=0.0)), float(positive.max(initial=0.0))
+    pad = 0.05 * (high - low) if high > low else 1.0
+    ax.set_ylim(low - (pad if low < 0 else 0), high + pad)
     window = matrix.attrs.get("window")
     if window is not None:
         ax.axvspan(window[0] - 0.5, window[1] + 0.5, color="#ffdd55", alpha=0.25, zorder=-1)

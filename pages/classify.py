@@ -1,0 +1,138 @@
+"""Classify: predict one or many repertoires (samples or uploads); ROC, AUC and confusion matrix when labels
+are known; the predictions as a TSV."""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from sklearn.metrics import roc_auc_score
+
+import ui
+from deeprc_core.errors import DeepRCError
+from deeprc_core.plots import confusion_matrix_figure, roc_figure
+
+SOURCES = {
+    "patients": "Sample patients (3)",
+    "dataset": "Sample dataset (80 repertoires)",
+    "upload": "Upload files",
+}
+
+
+def main() -> None:
+    st.title("Classify repertoires")
+    model, model_key = ui.current_model()
+    target, positive = ui.positive_class(model)
+    spec = model.config.target_specs()[0]
+
+    source = st.segmented_control(
+        "Repertoires to classify", list(SOURCES), format_func=SOURCES.get, key="classify_source", default="patients"
+    )
+    source = source or "patients"
+
+    labels = ui.sample_labels()
+    if source == "upload":
+        files = st.file_uploader(
+            "Repertoire files", accept_multiple_files=True, key="classify_files", help=ui.upload_help()
+        )
+        metadata_file = st.file_uploader(
+            "Labels (optional): a metadata table whose first column is the file name or ID",
+            type=["tsv", "csv", "txt"],
+            key="classify_metadata",
+            help=f"With a '{target}' column, the page also shows the ROC curve, AUC and confusion matrix.",
+        )
+        sources, errors = ui.add_uploads(files, model.config.max_length)
+        for message in errors:
+            st.error(message)
+        if metadata_file is not None:
+            try:
+                labels = ui.read_uploaded_metadata(metadata_file)
+            except DeepRCError as exc:
+                st.error(f"{metadata_file.name}: {exc}")
+        if not sources:
+            st.info("Upload one or more repertoire files to classify them (or pick the sample data above).")
+            st.stop()
+    else:
+        sources = ui.sample_sources("sample patient" if source == "patients" else "sample dataset")
+        if not sources:
+            st.info("The sample data is missing from this installation (sample_data/).")
+            st.stop()
+
+    rows, reports = [], []
+    progress = st.progress(0.0, text="Reading and scoring…") if len(sources) > 5 else None
+    for i, src in enumerate(sources):
+        repertoire = ui.load_repertoire(src, model.config.max_length)
+        row = ui.prediction_row(model, model_key, repertoire, src.key).copy()
+        row["repertoire"] = src.name
+        rows.append(row)
+        reports.append((src, repertoire))
+        if progress is not None:
+            progress.progress((i + 1) / len(sources), text=f"Scored {src.name}")
+    if progress is not None:
+        progress.empty()
+    table = pd.concat(rows, ignore_index=True)
+
+    truth = None
+    if target in labels.columns:
+        known = labels.drop_duplicates("repertoire").set_index("repertoire")[target].astype(str)
+        truth = table["repertoire"].map(known)
+        if truth.notna().any():
+            table.insert(1, f"true {target}", truth)
+            if "prediction" in table.columns:
+                table["correct"] = np.where(
+                    truth.isna(), "", np.where(truth == table["prediction"].astype(str), "✓", "✗")
+                )
+        else:
+            truth = None
+
+    n_pos = int((table["prediction"].astype(str) == positive).sum()) if "prediction" in table.columns else 0
+    cols = st.columns(4)
+    cols[0].metric("Repertoires", f"{len(table):,}")
+    cols[1].metric(f"Predicted {positive}", f"{n_pos:,}")
+    cols[2].metric("Sequences scored", f"{int(table['n_sequences'].sum()):,}")
+    auc_text = "–"
+    if truth is not None and spec.kind == "binary":
+        known_rows = truth.notna()
+        y = (truth[known_rows] == positive).to_numpy()
+        if len(np.unique(y)) == 2:
+            auc_text = f"{roc_auc_score(y, table.loc[known_rows, 'probability']):.3f}"
+    cols[3].metric("AUC", auc_text, help="Area under the ROC curve, when the true labels of both classes are known.")
+
+    config = {
+        "probability": st.column_config.ProgressColumn(
+            f"P({positive})", min_value=0.0, max_value=1.0, format="%.3f", help=f"Probability of '{positive}'"
+        ),
+        "n_sequences": st.column_config.NumberColumn("sequences", format="localized"),
+        "correct": st.column_config.TextColumn("correct", help="Prediction equals the known label"),
+    }
+    ui.show_table(table, f"predictions_{model.path.name}.tsv", f"classify_{source}_{len(table)}", config, "predictions")
+
+    if truth is not None and spec.kind == "binary":
+        known_rows = truth.notna()
+        y_true = truth[known_rows].to_numpy()
+        left, right = st.columns(2)
+        with left:
+            y = (y_true == positive).astype(int)
+            if len(np.unique(y)) == 2:
+                st.plotly_chart(roc_figure(y, table.loc[known_rows, "probability"].to_numpy()), width="stretch")
+            else:
+                st.info(f"A ROC curve needs repertoires of both classes; these are all '{y_true[0]}'.")
+        with right:
+            st.plotly_chart(
+                confusion_matrix_figure(
+                    y_true, table.loc[known_rows, "prediction"].astype(str).to_numpy(), spec.classes
+                ),
+                width="stretch",
+            )
+    elif truth is None:
+        st.caption(f"No known '{target}' labels for these repertoires, so no ROC curve or confusion matrix.")
+
+    with st.expander(f"How each file was read ({len(reports)})", expanded=source == "upload"):
+        for src, repertoire in reports[:50]:
+            st.markdown(f"**{src.name}**")
+            ui.show_read_report(repertoire)
+        if len(reports) > 50:
+            st.caption(f"…and {len(reports) - 50} more.")
+
+    st.page_link("pages/attention.py", label="See which sequences drove a prediction", icon=":material/visibility:")
+
+
+ui.run_page("Classify", main)
