@@ -423,13 +423,17 @@ def _merge_duplicates(
     """Group identical (sequence, V, J) rows: indices of each group's first row and the summed counts,
     or None when every row is distinct. Rows are hashed as integers (fast), and every group is then
     checked residue by residue, so a hash collision can never merge different sequences."""
-    n = len(codes)
-    row_hash = np.zeros(n, dtype=np.uint64)
-    for col in range(codes.shape[1]):  # polynomial hash over the (few) columns, wrapping mod 2^64
-        row_hash = row_hash * np.uint64(1_000_003) + codes[:, col]
-    v_index = v_code.astype(np.uint64)
-    j_index = j_code.astype(np.uint64)
-    key = row_hash ^ (v_index * np.uint64(0x9E3779B97F4A7C15)) ^ (j_index * np.uint64(0xC2B2AE3D27D4EB4F))
+    n, width = codes.shape
+    words = np.zeros((n, -(-width // 8) * 8), dtype=np.uint8)
+    words[:, :width] = codes
+    words = words.view(np.uint64)  # (N, W/8): each row's residues as a few 64-bit words
+    key = v_code.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) ^ j_code.astype(np.uint64)
+    for i in range(words.shape[1]):  # multiply-xorshift mixing, wrapping mod 2^64
+        key = (key ^ words[:, i]) * np.uint64(0xBF58476D1CE4E5B9)
+        key ^= key >> np.uint64(31)
+    ordered = np.sort(key)
+    if not (ordered[1:] == ordered[:-1]).any():  # distinct hashes: every row is distinct
+        return None
     group, uniques = pd.factorize(key)  # ids in order of first appearance
     if len(uniques) == n:
         return None

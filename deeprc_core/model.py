@@ -166,7 +166,7 @@ def _selu_linear(n_in: int, n_out: int) -> nn.Linear:
 def _mlp(n_in: int, n_hidden: int, n_out: int, n_layers: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     for _ in range(n_layers - 1):
-        layers += [_selu_linear(n_in, n_hidden), nn.SELU()]
+        layers += [_selu_linear(n_in, n_hidden), nn.SELU(inplace=True)]
         n_in = n_hidden
     layers.append(_selu_linear(n_in, n_out))
     return nn.Sequential(*layers)
@@ -296,33 +296,33 @@ class DeepRC(nn.Module):
             raise DeepRCError(f"Sequences longer than the model's maximum of {self.config.max_length} residues.")
         table, groups, pos_offset = self._lookup_tables()
         h, m, n_res = self.config.kernel_size // 2, self.config.max_length, PAD + 1
-        out = torch.empty(len(codes), self.config.embedding_size, device=device, dtype=table.dtype)
         bag_offsets = torch.tensor([offset for _, _, offset in groups] + [0], dtype=torch.int32, device=device)
         sorted_lengths, order = torch.sort(lengths, stable=True)
         bounds = torch.searchsorted(sorted_lengths, torch.arange(m + 2, device=device)).tolist()
+        by_length = codes[order]  # sequences grouped by length: every chunk below is a contiguous slice
+        out = torch.empty(len(codes), self.config.embedding_size, device=device, dtype=table.dtype)
         for length in range(1, m + 1):
-            members = order[bounds[length] : bounds[length + 1]]
-            if len(members) == 0:
-                continue
             per_chunk = max(1, chunk_positions // length)
             pos_rows = (pos_offset + length * m + torch.arange(length, device=device)).to(torch.int32)  # (L,)
-            for s in range(0, len(members), per_chunk):
-                idx = members[s : s + per_chunk]
-                c = F.pad(codes[idx, :length].to(torch.int32), (h, h + 2), value=PAD)  # (n, L + 2h + 2)
+            for s in range(bounds[length], bounds[length + 1], per_chunk):
+                e = min(s + per_chunk, bounds[length + 1])
+                c = F.pad(by_length[s:e, :length].to(torch.int32), (h, h + 2), value=PAD)  # (n, L + 2h + 2)
                 # code of the three residues starting at every padded position: c0 * 21^2 + c1 * 21 + c2
                 tri = c[:, :-2] * n_res**2 + c[:, 1:-1] * n_res + c[:, 2:]  # (n, L + 2h)
                 bags = [tri[:, start : start + length] for start, _, _ in groups]
                 if groups[-1][1] < 3:  # a last group of 1 or 2 offsets: drop the residues beyond it
                     bags[-1] = bags[-1] // n_res ** (3 - groups[-1][1])
-                bags.append(pos_rows.expand(len(idx), length))
-                bag = torch.stack(bags, dim=-1).add_(bag_offsets).view(len(idx) * length, -1)  # (n*L, groups+1)
-                act = F.embedding_bag(bag, table, mode="sum").view(len(idx), length, -1)  # (n, L, K)
+                bags.append(pos_rows.expand(e - s, length))
+                bag = torch.stack(bags, dim=-1).add_(bag_offsets).view((e - s) * length, -1)  # (n*L, groups+1)
+                act = F.embedding_bag(bag, table, mode="sum").view(e - s, length, -1)  # (n, L, K)
                 if len(self.convs) > 1:
                     x = act.transpose(1, 2)  # (n, L, K) -> (n, K, L)
                     for conv in self.convs[1:]:
                         x = conv(F.selu(x))
                     act = x.transpose(1, 2)
-                out[idx] = F.selu(act.amax(dim=1))  # max before SELU: SELU is increasing
+                best = F.selu(act.amax(dim=1), inplace=True)  # max before SELU: SELU is increasing
+                out.index_copy_(0, order[s:e], best)  # back to input order
+        return out
         return out
 
     # ------------------------------------------------------------------------------------------------
@@ -349,9 +349,14 @@ class DeepRC(nn.Module):
             parts.append(torch.log1p(c.to(device, embeddings.dtype))[:, None])
         return torch.cat(parts, dim=1) if len(parts) > 1 else embeddings
 
-    def attention_logits(self, representation: torch.Tensor) -> torch.Tensor:
-        """f(): one raw attention score per sequence and head, ``(N, D)`` -> ``(N, H)``."""
-        return self.attention(representation)
+    def attention_logits(self, representation: torch.Tensor, chunk: int = 1 << 17) -> torch.Tensor:
+        """f(): one raw attention score per sequence and head, ``(N, D)`` -> ``(N, H)``.
+
+        Without gradients, large repertoires go through f() in chunks so its hidden layer never holds all
+        N sequences at once (peak memory)."""
+        if len(representation) <= chunk or torch.is_grad_enabled():
+            return self.attention(representation)
+        return torch.cat([self.attention(representation[i : i + chunk]) for i in range(0, len(representation), chunk)])
 
     @staticmethod
     def attention_weights(logits: torch.Tensor, bag: torch.Tensor, n_bags: int) -> torch.Tensor:
