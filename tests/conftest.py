@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from deeprc_core.io import AMINO_ACIDS
+from deeprc_core.io import AMINO_ACIDS, ReadReport, Repertoire, encode_sequences
 
 MOTIF = "SLGQ"
 
@@ -65,6 +65,38 @@ def write_dataset(
     pd.DataFrame(meta).to_csv(root / "metadata.tsv", sep="\t", index=False)
     pd.DataFrame(truth).to_csv(root / "truth.tsv", sep="\t", index=False)
     return root
+
+
+def make_repertoire(name: str, sequences: list[str]) -> Repertoire:
+    """A clean in-memory repertoire of the given junctions (count 1, no genes)."""
+    codes, lengths = encode_sequences(sequences)
+    blank = np.array([""] * len(sequences), dtype=object)
+    return Repertoire(
+        name, np.asarray(sequences, dtype=object), codes, lengths, np.ones(len(sequences)), blank, blank.copy(), ReadReport(name)
+    )
+
+
+def planted_repertoires(
+    n_repertoires: int, n_sequences: int, rate: float = 0.05, seed: int = 0, motif: str = MOTIF
+) -> tuple[list[Repertoire], pd.DataFrame]:
+    """Junctions CASS + random + F (12-16 residues); odd repertoires carry ``motif`` in ``rate`` of them.
+    Returns the repertoires and their truth table (repertoire, sequence, v_call, j_call, motif, motif_start,
+    motif_length)."""
+    rng = np.random.default_rng(seed)
+    repertoires, truth = [], []
+    for r in range(n_repertoires):
+        name, sequences = f"rep{r}", []
+        for i in range(n_sequences):
+            length = int(rng.integers(12, 17))
+            seq = list("CASS" + "".join(rng.choice(list(AMINO_ACIDS), length - 5)) + "F")
+            if r % 2 == 1 and i < max(1, int(n_sequences * rate)):
+                start = int(rng.integers(4, length - len(motif)))
+                seq[start : start + len(motif)] = motif
+                truth.append((name, "".join(seq), "", "", motif, start, len(motif)))
+            sequences.append("".join(seq))
+        repertoires.append(make_repertoire(name, sequences))
+    columns = ["repertoire", "sequence", "v_call", "j_call", "motif", "motif_start", "motif_length"]
+    return repertoires, pd.DataFrame(truth, columns=columns)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -10,12 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import make_repertoire as _repertoire
+from conftest import planted_repertoires
 
 from deeprc_core.attribution import attribute_sequences, attribution_matrix, resolve_output
 from deeprc_core.checkpoint import save_model
 from deeprc_core.cli_interpret import add_cli
 from deeprc_core.errors import DeepRCError
-from deeprc_core.io import AMINO_ACIDS, ReadReport, Repertoire, encode_sequences
+from deeprc_core.io import AMINO_ACIDS
 from deeprc_core.model import DeepRC, DeepRCConfig
 from deeprc_core.recovery import motif_mass, motif_residue_mask
 from deeprc_core.scoring import score_repertoire
@@ -23,38 +25,9 @@ from deeprc_core.scoring import score_repertoire
 MOTIF = "SLGQ"
 
 
-def _repertoire(name: str, sequences: list[str]) -> Repertoire:
-    codes, lengths = encode_sequences(sequences)
-    blank = np.array([""] * len(sequences), dtype=object)
-    return Repertoire(
-        name,
-        np.asarray(sequences, dtype=object),
-        codes,
-        lengths,
-        np.ones(len(sequences)),
-        blank,
-        blank.copy(),
-        ReadReport(name),
-    )
-
-
 def planted(n_repertoires: int = 16, n_sequences: int = 100, rate: float = 0.05, seed: int = 0):
-    """Repertoires of junctions CASS + random + F (12-16 residues); odd ones carry MOTIF in ``rate`` of them."""
-    rng = np.random.default_rng(seed)
-    repertoires, truth = [], []
-    for r in range(n_repertoires):
-        name, sequences = f"rep{r}", []
-        for i in range(n_sequences):
-            length = int(rng.integers(12, 17))
-            seq = list("CASS" + "".join(rng.choice(list(AMINO_ACIDS), length - 5)) + "F")
-            if r % 2 == 1 and i < max(1, int(n_sequences * rate)):
-                start = int(rng.integers(4, length - len(MOTIF)))
-                seq[start : start + len(MOTIF)] = MOTIF
-                truth.append((name, "".join(seq), "", "", MOTIF, start, len(MOTIF)))
-            sequences.append("".join(seq))
-        repertoires.append(_repertoire(name, sequences))
-    columns = ["repertoire", "sequence", "v_call", "j_call", "motif", "motif_start", "motif_length"]
-    return repertoires, pd.DataFrame(truth, columns=columns)
+    """Junctions CASS + random + F (12-16 residues); odd repertoires carry MOTIF in ``rate`` of them."""
+    return planted_repertoires(n_repertoires, n_sequences, rate, seed, MOTIF)
 
 
 @contextlib.contextmanager

@@ -9,11 +9,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 import torch
+from conftest import make_repertoire as _repertoire
 
 from deeprc_core import plots
 from deeprc_core.attribution import SequenceAttributions
 from deeprc_core.errors import DeepRCError
-from deeprc_core.io import AMINO_ACIDS, ReadReport, Repertoire, encode_sequences
+from deeprc_core.io import AMINO_ACIDS
 from deeprc_core.model import DeepRC, DeepRCConfig
 from deeprc_core.motifs import logo_frame
 from deeprc_core.recovery import (
@@ -28,21 +29,6 @@ from deeprc_core.recovery import (
 )
 
 MOTIF = "SLGQ"
-
-
-def _repertoire(name: str, sequences: list[str]) -> Repertoire:
-    codes, lengths = encode_sequences(sequences)
-    blank = np.array([""] * len(sequences), dtype=object)
-    return Repertoire(
-        name,
-        np.asarray(sequences, dtype=object),
-        codes,
-        lengths,
-        np.ones(len(sequences)),
-        blank,
-        blank.copy(),
-        ReadReport(name),
-    )
 
 
 def _onehot(word: str, rows: int, first: int = 0) -> np.ndarray:
