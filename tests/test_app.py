@@ -19,11 +19,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from deeprc_core.checkpoint import list_models, save_model
-from deeprc_core.dataset import open_dataset
 from deeprc_core.errors import DeepRCError
-from deeprc_core.model import DeepRCConfig
-from deeprc_core.training import TrainingConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -45,25 +41,9 @@ PAGES = {
 
 @pytest.fixture(scope="module", autouse=True)
 def app_environment(tmp_path_factory: pytest.TempPathFactory):
-    """A model to show (the shipped one, or a tiny one trained here) and a private folder for trained models."""
+    """The shipped demo model (``models/``) and a private folder for models trained by the tests."""
     saved = {k: os.environ.get(k) for k in ("DEEPRC_MODELS_DIR", "DEEPRC_TRAINED_DIR")}
     os.environ["DEEPRC_TRAINED_DIR"] = str(tmp_path_factory.mktemp("trained_models"))
-    if not list_models(ROOT / "models"):
-        folder = tmp_path_factory.mktemp("models")
-        dataset = open_dataset(ROOT / "sample_data" / "dataset", cache_path=folder / "cache.h5")
-        training = TrainingConfig(
-            target="disease",
-            positive="positive",
-            max_updates=10,
-            n_sequences=100,
-            batch_size=2,
-            eval_every=10,
-            eval_max_sequences=300,
-        )
-        result = train(dataset, training, DeepRCConfig(n_kernels=8))
-        dataset.close()
-        save_model(result.model, folder / "demo")
-        os.environ["DEEPRC_MODELS_DIR"] = str(folder)
     yield
     for key, value in saved.items():
         if value is None:

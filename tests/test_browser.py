@@ -47,38 +47,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _tiny_model(folder: Path) -> None:
-    """Train a tiny demo model when no shipped model exists (a few seconds)."""
-    from deeprc_core.checkpoint import save_model
-    from deeprc_core.dataset import open_dataset
-    from deeprc_core.model import DeepRCConfig
-    from deeprc_core.training import TrainingConfig, train
-
-    dataset = open_dataset(ROOT / "sample_data" / "dataset", cache_path=folder / "cache.h5")
-    training = TrainingConfig(
-        target="disease",
-        positive="positive",
-        max_updates=10,
-        n_sequences=100,
-        batch_size=2,
-        eval_every=10,
-        eval_max_sequences=300,
-    )
-    result = train(dataset, training, DeepRCConfig(n_kernels=8))
-    dataset.close()
-    save_model(result.model, folder / "demo")
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory: pytest.TempPathFactory):
     """The app running in a subprocess (``streamlit run app.py``) on a free port."""
-    from deeprc_core.checkpoint import list_models
-
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DEEPRC_TRAINED_DIR": str(tmp_path_factory.mktemp("trained"))}
-    if not list_models(ROOT / "models"):
-        folder = tmp_path_factory.mktemp("models")
-        _tiny_model(folder)
-        env["DEEPRC_MODELS_DIR"] = str(folder)
     port = _free_port()
     log = open(tmp_path_factory.mktemp("server") / "streamlit.log", "w")
     command = [
