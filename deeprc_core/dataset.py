@@ -33,30 +33,22 @@ import pandas as pd
 
 from deeprc_core.errors import DeepRCError
 from deeprc_core.io import (
-    AMINO_ACIDS,
     DEFAULT_MAX_LENGTH,
     PAD,
     ReadReport,
     Repertoire,
+    decode_sequences,
     find_metadata,
     find_repertoire_files,
+    padded_codes,
     read_metadata,
     read_repertoire,
 )
 
 CACHE_VERSION = 1
 IN_MEMORY_BYTES = 512 << 20  # datasets whose residues fit in this are held in RAM
-_ALPHABET_BYTES = np.frombuffer((AMINO_ACIDS + "\0").encode(), dtype=np.uint8)
 
 Progress = Callable[[int, int, str], None]  # (done, total, current repertoire name)
-
-
-def decode_sequences(codes: np.ndarray) -> np.ndarray:
-    """``(N, W)`` residue codes (PAD-filled) -> object array of junction strings, vectorised."""
-    if len(codes) == 0:
-        return np.zeros(0, dtype=object)
-    raw = np.ascontiguousarray(_ALPHABET_BYTES[codes])  # (N, W) ASCII bytes, NUL beyond each end
-    return raw.view(f"S{codes.shape[1]}").ravel().astype(str).astype(object)
 
 
 def _fingerprint(files: list[Path], metadata_path: Path, max_length: int) -> str:
@@ -118,11 +110,7 @@ class RepertoireDataset:
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         if indices is not None:
             lengths, starts = lengths[indices], starts[indices]
-        width = int(lengths.max()) if len(lengths) else 1
-        pos = np.arange(width)
-        inside = pos[None, :] < lengths[:, None]
-        codes = np.where(inside, residues[np.minimum(starts[:, None] + pos, max(len(residues) - 1, 0))], PAD)
-        codes = codes.astype(np.uint8)
+        codes = padded_codes(residues, starts, lengths)
         pick = slice(None) if indices is None else indices
         counts = self._slice("counts", s0, s1)[pick].astype(np.float64)
         v = self.v_vocab[self._slice("v_index", s0, s1)[pick]]

@@ -396,7 +396,7 @@ def _trim_spaced_rows(column: pa.Array) -> pa.Array:
     return pc.utf8_trim_whitespace(column.cast(pa.string())).cast(pa.binary())
 
 
-def _padded_codes(flat_codes: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+def padded_codes(flat_codes: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """``(N, W)`` residue codes, PAD beyond each end, gathered length by length (no padding is read)."""
     width = int(lengths.max()) if len(lengths) else 1
     codes = np.full((len(lengths), width), PAD, dtype=np.uint8)
@@ -581,7 +581,7 @@ def read_repertoire(
     rows = np.flatnonzero(keep)
     report.n_lowercase = int(_row_any(flat >= ord("a"), offsets)[rows].sum())
     row_lengths = lengths[rows]
-    codes = _padded_codes(flat_codes, offsets[rows], row_lengths)
+    codes = padded_codes(flat_codes, offsets[rows], row_lengths)
     kept_seqs = seq_col.take(pa.array(rows)).cast(pa.string())
     if report.n_lowercase:
         kept_seqs = pc.utf8_upper(kept_seqs)
@@ -639,9 +639,15 @@ def encode_sequences(sequences: list[str] | np.ndarray, max_length: int = DEFAUL
     return codes, lengths.astype(np.int16)
 
 
-def decode(codes: np.ndarray, length: int) -> str:
-    """Residue codes of one sequence back to its string."""
-    return "".join(AMINO_ACIDS[c] for c in codes[:length])
+_ALPHABET_BYTES = np.frombuffer((AMINO_ACIDS + "\0").encode(), dtype=np.uint8)  # code -> ASCII, PAD -> NUL
+
+
+def decode_sequences(codes: np.ndarray) -> np.ndarray:
+    """``(N, W)`` residue codes (PAD-filled) -> object array of junction strings, vectorised."""
+    if len(codes) == 0:
+        return np.zeros(0, dtype=object)
+    raw = np.ascontiguousarray(_ALPHABET_BYTES[codes])  # (N, W) ASCII bytes, NUL beyond each end
+    return raw.view(f"S{codes.shape[1]}").ravel().astype(str).astype(object)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import write_dataset
 
-from deeprc_core.dataset import build_cache, decode_sequences, open_dataset
+from deeprc_core.dataset import build_cache, open_dataset
 from deeprc_core.errors import DeepRCError
-from deeprc_core.io import encode_sequences, read_repertoire
+from deeprc_core.io import decode_sequences, encode_sequences, read_repertoire
 
 
 @pytest.fixture

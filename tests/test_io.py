@@ -13,7 +13,7 @@ from deeprc_core.errors import DeepRCError
 from deeprc_core.io import (
     AMINO_ACIDS,
     PAD,
-    decode,
+    decode_sequences,
     encode_sequences,
     find_repertoire_files,
     read_metadata,
@@ -64,7 +64,7 @@ def test_airr_tsv_reads_sequences_counts_and_genes_without_alleles(tmp_path):
     assert rep.report.n_dropped == 0 and rep.report.n_kept == 3
     # codes and lengths agree with the strings
     for seq, codes, length in zip(rep.sequences, rep.codes, rep.lengths):
-        assert decode(codes, int(length)) == seq
+        assert decode_sequences(codes[None, :length])[0] == seq
         assert (codes[length:] == PAD).all()
 
 
@@ -448,7 +448,7 @@ def test_encode_sequences_round_trips_and_pads():
     codes, lengths = encode_sequences(seqs)
     assert codes.shape == (3, 20) and codes.dtype == np.uint8
     assert lengths.tolist() == [13, 1, 20]
-    assert [decode(c, int(n)) for c, n in zip(codes, lengths)] == [s.upper() for s in seqs]
+    assert [decode_sequences(c[None, :n])[0] for c, n in zip(codes, lengths)] == [s.upper() for s in seqs]
     assert codes[2].tolist() == list(range(20))
     assert (codes[1, 1:] == PAD).all()
     assert encode_sequences([])[0].shape[0] == 0
