@@ -43,7 +43,7 @@ from deeprc_core.motifs import KernelMotifs
 from deeprc_core.motifs import kernel_motifs as compute_kernel_motifs
 from deeprc_core.plots import figure_to_bytes, logo_figure
 from deeprc_core.recovery import RecoveryReport, recovery_report
-from deeprc_core.scoring import RepertoireScore, attention_table, predict, score_repertoire
+from deeprc_core.scoring import RepertoireScore, attention_order, attention_table, predict, score_repertoire
 
 LOG = logging.getLogger("deeprc_explorer")
 
@@ -578,8 +578,8 @@ def score(_model: DeepRC, model_key: str, _repertoire: Repertoire, rep_key: str)
 
 @st.cache_data(max_entries=512, show_spinner=False)
 def prediction_row(_model: DeepRC, model_key: str, _repertoire: Repertoire, rep_key: str) -> pd.DataFrame:
-    """One row of :func:`deeprc_core.scoring.predict` for one repertoire."""
-    return predict(_model, [_repertoire])
+    """One row of :func:`deeprc_core.scoring.predict` for one repertoire (reusing its cached score)."""
+    return predict(_model, [_repertoire], [score(_model, model_key, _repertoire, rep_key)])
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -587,12 +587,7 @@ def attention(_model: DeepRC, model_key: str, _repertoire: Repertoire, rep_key: 
     """The attention table, plus ``row`` (each sequence's row in the repertoire, for attributions)."""
     result = score(_model, model_key, _repertoire, rep_key)
     table = attention_table(_model, _repertoire, score=result)
-    order = np.argsort(-result.attention_logits[:, 0], kind="stable")  # the table's order (rank 1 first)
-    if len(order) == len(table) and (np.asarray(_repertoire.sequences)[order] == table["sequence"].to_numpy()).all():
-        table["row"] = order
-    else:  # a library change in ordering: fall back to matching by sequence, V and J
-        index = pd.MultiIndex.from_arrays([_repertoire.sequences, _repertoire.v_call, _repertoire.j_call])
-        table["row"] = index.get_indexer(pd.MultiIndex.from_frame(table[["sequence", "v_call", "j_call"]]))
+    table["row"] = attention_order(result)
     return table
 
 

@@ -60,16 +60,16 @@ def score_repertoire(model: DeepRC, repertoire: Repertoire) -> RepertoireScore:
     )
 
 
-def predict(model: DeepRC, repertoires: list[Repertoire]) -> pd.DataFrame:
+def predict(model: DeepRC, repertoires: list[Repertoire], scores: list[RepertoireScore] | None = None) -> pd.DataFrame:
     """One row per repertoire: ``repertoire``, ``n_sequences``, then per target the positive-class
     ``probability`` and ``prediction`` (binary), one probability column per class (multiclass) or the value
     (regression). With a single binary target the columns are ``repertoire``, ``n_sequences``,
-    ``probability``, ``prediction``.
+    ``probability``, ``prediction``. ``scores`` (one per repertoire) reuses scores already computed.
     """
     specs = model.config.target_specs()
     rows = []
-    for rep in repertoires:
-        score = score_repertoire(model, rep)
+    for k, rep in enumerate(repertoires):
+        score = scores[k] if scores is not None else score_repertoire(model, rep)
         row = {"repertoire": rep.name, "n_sequences": len(rep)}
         for t in specs:
             value = score.predictions[t.name]
@@ -86,6 +86,12 @@ def predict(model: DeepRC, repertoires: list[Repertoire]) -> pd.DataFrame:
                 row[f"{prefix}prediction"] = float(value)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def attention_order(score: RepertoireScore) -> np.ndarray:
+    """Row positions of a repertoire's sequences from highest to lowest attention (head 1; ties keep file
+    order): the order of :func:`attention_table`."""
+    return np.argsort(-score.attention_logits[:, 0], kind="stable")
 
 
 def attention_table(model: DeepRC, repertoire: Repertoire, score: RepertoireScore | None = None) -> pd.DataFrame:
@@ -107,7 +113,6 @@ def attention_table(model: DeepRC, repertoire: Repertoire, score: RepertoireScor
         for h in range(score.attention.shape[1]):
             table[f"attention_h{h + 1}"] = score.attention[:, h]
             table[f"attention_logit_h{h + 1}"] = score.attention_logits[:, h]
-    order = np.argsort(-score.attention_logits[:, 0], kind="stable")
-    table = table.iloc[order].reset_index(drop=True)
+    table = table.iloc[attention_order(score)].reset_index(drop=True)
     table.insert(len(table.columns), "rank", np.arange(1, len(table) + 1))
     return table

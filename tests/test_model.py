@@ -21,7 +21,7 @@ from deeprc_core.model import (
     position_features,
     resolve_device,
 )
-from deeprc_core.scoring import attention_table, predict, score_repertoire
+from deeprc_core.scoring import attention_order, attention_table, predict, score_repertoire
 
 V_GENES = ["TRBV5-1", "TRBV20-1", "TRBV7-9"]
 J_GENES = ["TRBJ2-7", "TRBJ1-1"]
@@ -408,6 +408,8 @@ def test_attention_table(n_heads):
     assert sorted(table["sequence"]) == sorted(rep.sequences)
     assert table["attention"].sum() == pytest.approx(1.0, abs=1e-5)
     assert table["rank"].tolist() == list(range(1, len(rep) + 1))
+    order = attention_order(score_repertoire(model, rep))
+    assert (np.asarray(rep.sequences)[order] == table["sequence"].to_numpy()).all()
     assert table["attention"].iloc[0] == table["attention"].max()
     assert table["attention"].is_monotonic_decreasing and table["attention_logit"].is_monotonic_decreasing
     # each row keeps its own count and genes
