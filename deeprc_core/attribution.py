@@ -1,7 +1,26 @@
-"""Residue attributions: which residues of a sequence make its repertoire's prediction.
+"""Residue attributions: which residues of a sequence made the model count it, and how far.
 
-Integrated gradients (captum :class:`~captum.attr.IntegratedGradients`) attribute one repertoire output
-to the one-hot residues of chosen sequences *inside their repertoire*.
+Integrated gradients (captum :class:`~captum.attr.IntegratedGradients`) attribute one scalar function of the
+model to the one-hot residues of chosen sequences of a repertoire. Three functions can be explained; each
+answers a different question (``explain=``):
+
+``"attention"`` (default) — *why is this sequence attended?*
+    The sequence's own attention logit ``a_ih = f(h(x_i))[h]`` (head ``h``, default 0), as a function of its
+    residues alone. No other sequence enters, so every attributed sequence is explained on the same scale,
+    and two equally strong witnesses both point at their motif. Completeness: the attributions sum to
+    ``a(input) - a(baseline)``.
+
+``"contribution"`` — *what does this sequence add to the repertoire's prediction?*
+    The repertoire's output with sequence ``i`` swapped in against the fixed rest of the repertoire (below).
+    Caveat: the softmax makes witnesses compete for attention, so when several witnesses are present, the
+    others take over the attention a weakened witness loses, and each witness's attribution is small or even
+    negative on its motif. Completeness: ``output(repertoire) - output(repertoire with i at the baseline)``.
+
+``"repertoire"`` — *why is this repertoire positive?* (the DeepRC paper's contribution analysis)
+    The repertoire's output with all attributed sequences (the attention-reduced bag) moving from the
+    baseline together along one path, the rest of the repertoire fixed. Completeness holds for the bag as a
+    whole: all attributions together sum to ``output(repertoire) - output(repertoire with the bag at the
+    baseline)``; a sequence's share is the sum of its attributions.
 
 What varies and what is held fixed
 ----------------------------------
@@ -13,7 +32,7 @@ For an attributed sequence ``i`` of a repertoire with sequences ``j = 1..N``:
 * **Held fixed:** every other sequence's representation ``z_j`` and attention logit ``a_j`` (computed once
   with the fast scoring path), sequence ``i``'s own V/J genes and clone count (they are not residues), and
   the network weights.
-* **Recomputed with the varying logit:** the softmax normaliser. Per head ``h``::
+* **Recomputed with the varying logit** (``"contribution"``): the softmax normaliser. Per head ``h``::
 
       lse_h     = log sum_{j != i} exp(a_jh)                 # fixed: the rest of the repertoire
       w_ih      = sigmoid(a_ih - lse_h)                      # weight of i after the softmax
@@ -22,17 +41,15 @@ For an attributed sequence ``i`` of a repertoire with sequences ``j = 1..N``:
 
   This equals the full model's output exactly (it is the softmax pooling split into "i" and "the rest"),
   so at the input the attributed function is the repertoire's real output, and at the baseline it is the
-  output of the same repertoire with sequence ``i`` replaced by the baseline sequence.
+  output of the same repertoire with sequence ``i`` replaced by the baseline sequence. Each attributed
+  sequence is treated independently against the same fixed context, so a batch of ``S`` sequences is a
+  ``(S,)`` output where sequence ``s`` is swapped in.
+* ``"repertoire"`` splits the softmax the same way into "the bag" (all ``S`` attributed sequences, varying
+  together) and "the rest" (fixed): one output for the whole bag, a captum input of shape ``(1, S, L, 20)``.
 
-Why: a repertoire's prediction is a softmax-weighted pool, so a sequence matters both through what it
-is (``z_i``) and through how much attention it draws away from the others; recomputing the normaliser keeps
-the second effect, holding the others fixed keeps each sequence's attribution its own. Each attributed
-sequence is treated independently against the same fixed context, so a batch of ``S`` sequences is a
-``(S,)`` output where sequence ``s`` is swapped in.
-
-With ``head=h`` only head ``h``'s pooled vector follows sequence ``i``; the other heads' pooled vectors
-are held at their full-repertoire values, so the attribution is sequence ``i``'s contribution through
-head ``h`` alone.
+With ``head=h`` (``"contribution"``, ``"repertoire"``) only head ``h``'s pooled vector follows the varying
+sequences; the other heads' pooled vectors are held at their full-repertoire values, so the attribution is the
+contribution through head ``h`` alone. For ``"attention"`` ``head`` picks the logit explained (default 0).
 
 Baselines
 ---------
@@ -43,10 +60,10 @@ features stay as in the input (``position_baseline="input"``, their attributions
 all of the difference goes to residues) or go to zero (``position_baseline="zero"``, then they get their
 own attributions, separate from residues).
 
-Completeness: per sequence, ``residue + position attributions`` sum to ``output(input) -
-output(baseline)`` up to the convergence ``delta`` (returned, and small with enough ``n_steps``). The delta is
-captum's definition, but its two endpoint outputs are evaluated in float64 (a float64 copy of the model):
-one sequence among thousands moves the output by less than float32 resolves, so a float32 delta would
+Completeness: ``residue + position attributions`` sum to ``f(input) - f(baseline)`` up to the convergence
+``delta`` (returned, and small with enough ``n_steps``), per sequence, or per bag for ``"repertoire"``. The
+delta is captum's definition, but its two endpoint values are evaluated in float64 (a float64 copy of the
+model): one sequence among thousands moves the output by less than float32 resolves, so a float32 delta would
 measure rounding, not the integration error.
 """
 
@@ -68,14 +85,32 @@ from deeprc_core.scoring import repertoire_representation
 
 BASELINES = ("zero", "background")
 POSITION_BASELINES = ("input", "zero")
-_NO_OTHERS = -1e30  # log-normaliser of "the rest of the repertoire" when the sequence is alone
+EXPLAIN = ("attention", "contribution", "repertoire")
+EXPLAIN_LABELS = {
+    "attention": "Why is this sequence attended?",
+    "contribution": "What does this sequence add to the repertoire's prediction?",
+    "repertoire": "Why is this repertoire positive?",
+}
+EXPLAIN_HELP = {
+    "attention": "Integrated gradients of each sequence's own attention logit, so every sequence is explained on "
+    "its own and each witness points at its motif, however many other witnesses the repertoire holds.",
+    "contribution": "Integrated gradients of the repertoire's output with one sequence at a time swapped in "
+    "against the fixed rest of the repertoire; when several witnesses share the attention, each gets little or "
+    "even negative credit on its motif, because the others take over the attention it would lose.",
+    "repertoire": "Integrated gradients of the repertoire's output with all attributed sequences moving from the "
+    "baseline together, so the attributions add up to the repertoire's logit minus its logit with those "
+    "sequences at the baseline.",
+}
+_NO_OTHERS = -1e30  # log-normaliser of "the rest of the repertoire" when nothing is left in it
 
 
 @dataclass
 class SequenceAttributions:
     """Integrated-gradient attributions of ``S`` sequences of one repertoire.
 
-    Shapes use ``S`` = attributed sequences, ``L`` = the longest of them.
+    Shapes use ``S`` = attributed sequences, ``L`` = the longest of them. With ``explain="repertoire"`` the
+    ``S`` sequences were attributed together: every row of ``deltas``, ``outputs`` and ``baseline_outputs``
+    holds the bag's one value.
     """
 
     repertoire: str  # repertoire name
@@ -86,14 +121,15 @@ class SequenceAttributions:
     attention: np.ndarray  # (S,) softmax attention weight for the chosen head
     attributions: np.ndarray  # (S, L, 20) attribution to each one-hot residue channel
     position_attributions: np.ndarray  # (S, L, 3) attribution to the position features
-    deltas: np.ndarray  # (S,) convergence delta: sum of attributions - (output - baseline output)
-    outputs: np.ndarray  # (S,) attributed output at the input (the repertoire's output)
-    baseline_outputs: np.ndarray  # (S,) attributed output with the sequence replaced by the baseline
-    output_index: int  # which network output was attributed
-    head: int | None  # attention head whose contribution was attributed (None = all heads)
+    deltas: np.ndarray  # (S,) convergence delta: sum of attributions - (f(input) - f(baseline))
+    outputs: np.ndarray  # (S,) explained value at the input (attention logit, or the repertoire's output)
+    baseline_outputs: np.ndarray  # (S,) explained value at the baseline
+    output_index: int | None  # network output explained (None for explain="attention")
+    head: int | None  # attention head explained (None = all heads)
     baseline: str  # "zero" or "background"
     position_baseline: str  # "input" or "zero"
     n_steps: int  # integration steps
+    explain: str = "attention"  # "attention", "contribution" or "repertoire" (see the module docstring)
 
     def __len__(self) -> int:
         return len(self.sequences)
@@ -105,8 +141,14 @@ class SequenceAttributions:
         """
         return self.attributions.sum(axis=2)
 
+    def sequence_totals(self) -> np.ndarray:
+        """Each sequence's summed attribution ``(S,)`` (residues + position features): with
+        ``explain="repertoire"``, its share of the change of the repertoire's output."""
+        return self.attributions.sum(axis=(1, 2)).astype(np.float64) + self.position_attributions.sum(axis=(1, 2))
+
     def relative_deltas(self) -> np.ndarray:
-        """``|delta| / max(|output - baseline output|, 1e-8)`` per sequence ``(S,)``."""
+        """``|delta| / max(|f(input) - f(baseline)|, 1e-8)`` per sequence ``(S,)`` (per bag, repeated, for
+        ``explain="repertoire"``)."""
         return np.abs(self.deltas) / np.maximum(np.abs(self.outputs - self.baseline_outputs), 1e-8)
 
     def to_frame(self) -> pd.DataFrame:
@@ -216,17 +258,55 @@ class _FixedContext:
             zbar = torch.zeros_like(zbar)
         return lse, zbar
 
+    def without_bag(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-normaliser ``(H,)`` and weighted mean ``(H, D)`` of the repertoire without all of ``idx``."""
+        keep = torch.ones(len(self.z), dtype=torch.bool, device=self.z.device)
+        keep[idx] = False
+        if not keep.any():
+            return torch.full_like(self.top, _NO_OTHERS), torch.zeros_like(self.pooled)
+        logits = self.logits[keep]  # (N - S, H)
+        top = logits.max(dim=0).values
+        e = torch.exp(logits - top)
+        return top + torch.log(e.sum(dim=0)), (e.T @ self.z[keep]) / e.sum(dim=0)[:, None]
+
 
 def _as(value: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     """Floating tensors to ``dtype``; integer tensors and None unchanged."""
     return value.to(dtype) if value is not None and value.is_floating_point() else value
 
 
+def _attention_function(model: DeepRC, head: int) -> Callable[..., torch.Tensor]:
+    """``explain="attention"``: each sequence's own attention logit of ``head``, ``(S',)``."""
+
+    def forward(
+        onehot: torch.Tensor,
+        position: torch.Tensor,
+        lengths: torch.Tensor,
+        v_index: torch.Tensor | None,
+        j_index: torch.Tensor | None,
+        counts: torch.Tensor | None,
+    ) -> torch.Tensor:
+        features = torch.cat([onehot, position], dim=-1)  # (S', L, 20) + (S', L, 3) -> (S', L, 23)
+        z = model.represent(model.embed_features(features, lengths), v_index, j_index, counts)  # (S', D)
+        return model.attention_logits(z)[:, head]  # (S', H) -> (S',)
+
+    return forward
+
+
+def _keep_head(mixed: torch.Tensor, head: int | None, pooled: torch.Tensor) -> torch.Tensor:
+    """Only ``head``'s pooled vector follows the path; the other heads' stay at the repertoire's ``pooled``."""
+    n_heads = pooled.shape[0]
+    if head is None or n_heads == 1:
+        return mixed
+    keep = torch.zeros(n_heads, 1, dtype=torch.bool, device=mixed.device)
+    keep[head] = True
+    return torch.where(keep, mixed, pooled.expand_as(mixed))
+
+
 def _forward_function(
     model: DeepRC, output_index: int, head: int | None, pooled: torch.Tensor
 ) -> Callable[..., torch.Tensor]:
-    """The attributed function of a batch of swapped-in sequences (see the module docstring)."""
-    n_heads = model.config.n_heads
+    """``explain="contribution"``: the repertoire output of a batch of swapped-in sequences (module docstring)."""
 
     def forward(
         onehot: torch.Tensor,
@@ -243,12 +323,44 @@ def _forward_function(
         a = model.attention_logits(z)  # (S', H)
         w = torch.sigmoid(a - lse)[..., None]  # (S', H, 1) weight of the swapped-in sequence
         rest = torch.sigmoid(lse - a)[..., None]  # 1 - w without cancellation
-        mixed = rest * zbar + w * z[:, None, :]  # (S', H, D)
-        if head is not None and n_heads > 1:
-            keep = torch.zeros(n_heads, 1, dtype=torch.bool, device=z.device)
-            keep[head] = True
-            mixed = torch.where(keep, mixed, pooled.expand_as(mixed))
+        mixed = _keep_head(rest * zbar + w * z[:, None, :], head, pooled)  # (S', H, D)
         return model.output(mixed.reshape(len(z), -1))[:, output_index]  # (S', H * D) -> (S',)
+
+    return forward
+
+
+def _bag_function(
+    model: DeepRC, output_index: int, head: int | None, pooled: torch.Tensor
+) -> Callable[..., torch.Tensor]:
+    """``explain="repertoire"``: the repertoire output with a whole bag of sequences varying together.
+
+    Every tensor carries a leading path dimension ``B`` (captum repeats the bag along it): one-hot
+    ``(B, S, L, 20)``, lengths/genes/counts ``(B, S)``, the rest's log-normaliser ``(B, H)`` and weighted mean
+    ``(B, H, D)``; the output is ``(B,)``.
+    """
+
+    def forward(
+        onehot: torch.Tensor,
+        position: torch.Tensor,
+        lengths: torch.Tensor,
+        v_index: torch.Tensor | None,
+        j_index: torch.Tensor | None,
+        counts: torch.Tensor | None,
+        rest_lse: torch.Tensor,
+        rest_zbar: torch.Tensor,
+    ) -> torch.Tensor:
+        b, s, width = onehot.shape[:3]
+        features = torch.cat([onehot, position], dim=-1).reshape(b * s, width, -1)  # (B, S, L, 23) -> (B*S, L, 23)
+
+        def flat(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x.reshape(b * s)
+
+        z = model.represent(model.embed_features(features, flat(lengths)), flat(v_index), flat(j_index), flat(counts))
+        a = model.attention_logits(z).reshape(b, s, -1)  # (B*S, H) -> (B, S, H)
+        z = z.reshape(b, s, -1)  # (B*S, D) -> (B, S, D)
+        w = torch.softmax(torch.cat([rest_lse[:, None, :], a], dim=1), dim=1)  # (B, 1 + S, H): the rest, then the bag
+        mixed = w[:, 0, :, None] * rest_zbar + torch.einsum("bsh,bsd->bhd", w[:, 1:], z)  # (B, H, D)
+        return model.output(_keep_head(mixed, head, pooled).reshape(b, -1))[:, output_index]  # (B, H * D) -> (B,)
 
     return forward
 
@@ -259,6 +371,7 @@ def attribute_sequences(
     indices: np.ndarray | list[int] | None = None,
     *,
     top: int = 100,
+    explain: str = "attention",
     target: str | None = None,
     class_name: str | None = None,
     output_index: int | None = None,
@@ -272,22 +385,28 @@ def attribute_sequences(
     representation: torch.Tensor | None = None,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> SequenceAttributions:
-    """Integrated gradients of a repertoire output w.r.t. the residues of some of its sequences.
+    """Integrated gradients of an attention logit or a repertoire output w.r.t. the residues of some sequences.
 
     Parameters
     ----------
     model
         A CNN or LSTM DeepRC model.
     repertoire
-        The repertoire the sequences belong to; it provides the fixed attention context.
+        The repertoire the sequences belong to; it provides the attention ranking and the fixed context.
     indices
         Rows of the repertoire to attribute ``(S,)``; default the ``top`` highest-attention sequences of
         ``head`` (head 0 when no head is chosen), in rank order.
+    explain
+        What is explained (module docstring): ``"attention"`` (each sequence's attention logit; why it is
+        attended), ``"contribution"`` (the repertoire output with one sequence at a time swapped in; what it
+        adds) or ``"repertoire"`` (the repertoire output with all attributed sequences varying together; why
+        the repertoire is positive).
     target, class_name, output_index
         The output to explain (see :func:`resolve_output`); default the positive-class logit of the first
-        (binary) target.
+        (binary) target. Not used by ``explain="attention"``.
     head
-        Attribute only this attention head's contribution (the other heads' pooled vectors held fixed).
+        ``"attention"``: the head whose logit is explained (default 0). Otherwise: attribute only this
+        attention head's contribution (the other heads' pooled vectors held fixed).
     baseline
         ``"zero"`` (all-zero one-hot) or ``"background"`` (the repertoire's residue frequencies).
     position_baseline
@@ -295,7 +414,8 @@ def attribute_sequences(
     n_steps, method
         Integration steps and rule, passed to captum.
     batch_size
-        Sequences per captum call; each call evaluates ``batch_size * n_steps`` sequences.
+        Sequences per captum call; each call evaluates ``batch_size * n_steps`` sequences (``"repertoire"``
+        attributes all sequences in one call).
     internal_batch_size
         Passed to captum to split the ``n_steps`` evaluations of one call further (saves memory).
     representation
@@ -308,8 +428,10 @@ def attribute_sequences(
     -------
     SequenceAttributions
         ``attributions`` ``(S, L, 20)``, ``position_attributions`` ``(S, L, 3)``, ``deltas`` ``(S,)`` and
-        the outputs at input and baseline.
+        the explained values at input and baseline.
     """
+    if explain not in EXPLAIN:
+        raise DeepRCError(f"Unknown attribution target '{explain}'; use one of {', '.join(EXPLAIN)}.")
     if baseline not in BASELINES:
         raise DeepRCError(f"Unknown baseline '{baseline}'; use one of {', '.join(BASELINES)}.")
     if position_baseline not in POSITION_BASELINES:
@@ -321,7 +443,10 @@ def attribute_sequences(
     if len(repertoire) == 0:
         raise DeepRCError(f"Repertoire {repertoire.name} holds no sequences to explain.")
     _check_head(model, head)
-    output_index = resolve_output(model, target, class_name, output_index)
+    if explain == "attention":
+        output_index, head = None, 0 if head is None else head
+    else:
+        output_index = resolve_output(model, target, class_name, output_index)
     model.eval()
     device = model.device
 
@@ -351,45 +476,56 @@ def attribute_sequences(
         raise DeepRCError(
             f"Sequence rows must lie between 0 and {len(repertoire) - 1} in repertoire {repertoire.name}."
         )
+    if explain == "repertoire" and len(np.unique(indices)) != len(indices):
+        raise DeepRCError("Explaining a repertoire attributes each sequence once; remove the repeated rows.")
 
     lengths_all = np.asarray(repertoire.lengths, dtype=np.int64)
     width = int(lengths_all[indices].max())
     v_all, j_all = model.gene_indices(repertoire.v_call, repertoire.j_call)
     counts_all = torch.as_tensor(np.asarray(repertoire.counts, dtype=np.float32))
     background = torch.as_tensor(background_frequencies(repertoire), dtype=torch.float32, device=device)
-    forward = _forward_function(model, output_index, head, context.pooled.float().to(device))
-    ig = IntegratedGradients(forward)
     # The endpoints are evaluated again in float64: output(input) - output(baseline) of one sequence among
     # thousands is far below float32 resolution of the output, and the delta would measure only rounding.
     model64 = copy.deepcopy(model).double()
-    forward64 = _forward_function(model64, output_index, head, context.pooled.to(device))
+    if explain == "attention":
+        forward, forward64 = _attention_function(model, head), _attention_function(model64, head)
+    elif explain == "contribution":
+        forward = _forward_function(model, output_index, head, context.pooled.float().to(device))
+        forward64 = _forward_function(model64, output_index, head, context.pooled.to(device))
+    else:
+        forward = _bag_function(model, output_index, head, context.pooled.float().to(device))
+        forward64 = _bag_function(model64, output_index, head, context.pooled.to(device))
+    ig = IntegratedGradients(forward)
 
-    n = len(indices)
-    attributions = np.zeros((n, width, N_AMINO_ACIDS), dtype=np.float32)
-    position_attr = np.zeros((n, width, 3), dtype=np.float32)
-    deltas = np.zeros(n, dtype=np.float64)
-    outputs = np.zeros(n, dtype=np.float64)
-    baseline_outputs = np.zeros(n, dtype=np.float64)
-    for start in range(0, n, batch_size):
-        rows = indices[start : start + batch_size]
-        t_rows = torch.as_tensor(rows)
+    def inputs(rows: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """One-hot, position features and their baselines of some sequences, ``(S', L, 20)`` / ``(S', L, 3)``."""
         codes = torch.as_tensor(np.asarray(repertoire.codes[rows][:, :width])).to(device)
         lengths = torch.as_tensor(lengths_all[rows]).to(device)
         with torch.no_grad():
-            features = model.features(codes, lengths)  # (S, L, 23)
+            features = model.features(codes, lengths)  # (S', L, 23)
         onehot, position = features[..., :N_AMINO_ACIDS].contiguous(), features[..., N_AMINO_ACIDS:].contiguous()
-        inside = (torch.arange(width, device=device)[None] < lengths[:, None])[..., None].float()  # (S, L, 1)
+        inside = (torch.arange(width, device=device)[None] < lengths[:, None])[..., None].float()  # (S', L, 1)
         base_onehot = inside * background if baseline == "background" else torch.zeros_like(onehot)
         base_position = position if position_baseline == "input" else torch.zeros_like(position)
-        lse, zbar = context.without(t_rows)
-        extra = (
+        return onehot, position, base_onehot, base_position, lengths
+
+    def sequence_args(rows: np.ndarray, lengths: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        t_rows = torch.as_tensor(rows)
+        return (
             lengths,
             v_all[t_rows].to(device) if v_all is not None else None,
             j_all[t_rows].to(device) if j_all is not None else None,
             counts_all[t_rows].to(device),
-            lse.to(device),
-            zbar.to(device),
         )
+
+    def integrate(
+        onehot: torch.Tensor,
+        position: torch.Tensor,
+        base_onehot: torch.Tensor,
+        base_position: torch.Tensor,
+        extra: tuple,
+    ) -> tuple[torch.Tensor, ...]:
+        """captum IG plus the float64 endpoints: attributions, delta, f(input), f(baseline)."""
         a_onehot, a_position = ig.attribute(
             (onehot, position),
             baselines=(base_onehot, base_position),
@@ -402,15 +538,51 @@ def attribute_sequences(
             extra64 = tuple(_as(x, torch.float64) for x in extra)
             out_input = forward64(onehot.double(), position.double(), *extra64)
             out_base = forward64(base_onehot.double(), base_position.double(), *extra64)
-        delta = (a_onehot.double().sum(dim=(1, 2)) + a_position.double().sum(dim=(1, 2))) - (out_input - out_base)
-        sl = slice(start, start + len(rows))
-        attributions[sl] = a_onehot.detach().float().cpu().numpy()
-        position_attr[sl] = a_position.detach().float().cpu().numpy()
-        deltas[sl] = delta.detach().double().cpu().numpy()
-        outputs[sl] = out_input.double().cpu().numpy()
-        baseline_outputs[sl] = out_base.double().cpu().numpy()
+        dims = tuple(range(1, onehot.dim()))
+        total = a_onehot.double().sum(dim=dims) + a_position.double().sum(dim=dims)
+        return a_onehot, a_position, total - (out_input - out_base), out_input, out_base
+
+    n = len(indices)
+    attributions = np.zeros((n, width, N_AMINO_ACIDS), dtype=np.float32)
+    position_attr = np.zeros((n, width, 3), dtype=np.float32)
+    deltas = np.zeros(n, dtype=np.float64)
+    outputs = np.zeros(n, dtype=np.float64)
+    baseline_outputs = np.zeros(n, dtype=np.float64)
+    if explain == "repertoire":
+        onehot, position, base_onehot, base_position, lengths = inputs(indices)
+        rest_lse, rest_zbar = context.without_bag(torch.as_tensor(indices))
+        # One path for the whole bag: a captum batch of 1, so extra tensors get a leading dimension of 1 too.
+        extra = tuple(x[None] if x is not None else None for x in sequence_args(indices, lengths))
+        extra += (rest_lse[None].to(device), rest_zbar[None].to(device))
+        a_onehot, a_position, delta, out_input, out_base = integrate(
+            onehot[None], position[None], base_onehot[None], base_position[None], extra
+        )
+        attributions[:] = a_onehot[0].detach().float().cpu().numpy()
+        position_attr[:] = a_position[0].detach().float().cpu().numpy()
+        deltas[:] = float(delta[0])
+        outputs[:] = float(out_input[0])
+        baseline_outputs[:] = float(out_base[0])
         if on_batch is not None:
-            on_batch(min(start + batch_size, n), n)
+            on_batch(n, n)
+    else:
+        for start in range(0, n, batch_size):
+            rows = indices[start : start + batch_size]
+            onehot, position, base_onehot, base_position, lengths = inputs(rows)
+            extra = sequence_args(rows, lengths)
+            if explain == "contribution":
+                lse, zbar = context.without(torch.as_tensor(rows))
+                extra += (lse.to(device), zbar.to(device))
+            a_onehot, a_position, delta, out_input, out_base = integrate(
+                onehot, position, base_onehot, base_position, extra
+            )
+            sl = slice(start, start + len(rows))
+            attributions[sl] = a_onehot.detach().float().cpu().numpy()
+            position_attr[sl] = a_position.detach().float().cpu().numpy()
+            deltas[sl] = delta.detach().double().cpu().numpy()
+            outputs[sl] = out_input.double().cpu().numpy()
+            baseline_outputs[sl] = out_base.double().cpu().numpy()
+            if on_batch is not None:
+                on_batch(min(start + batch_size, n), n)
 
     return SequenceAttributions(
         repertoire=repertoire.name,
@@ -429,6 +601,7 @@ def attribute_sequences(
         baseline=baseline,
         position_baseline=position_baseline,
         n_steps=n_steps,
+        explain=explain,
     )
 
 
@@ -449,6 +622,9 @@ def attribution_matrix(result: SequenceAttributions, row: int) -> pd.DataFrame:
 
 __all__ = [
     "BASELINES",
+    "EXPLAIN",
+    "EXPLAIN_HELP",
+    "EXPLAIN_LABELS",
     "SequenceAttributions",
     "attribute_sequences",
     "attribution_frame",

@@ -7,11 +7,13 @@ returns an exit code, and a :class:`~deeprc_core.errors.DeepRCError` is left to 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
-from deeprc_core.attribution import BASELINES, attribute_sequences
+from deeprc_core.attribution import BASELINES, EXPLAIN, EXPLAIN_HELP, EXPLAIN_LABELS, attribute_sequences
 from deeprc_core.checkpoint import load_model
 from deeprc_core.errors import DeepRCError
 from deeprc_core.io import Repertoire, find_repertoire_files, read_repertoire
@@ -38,6 +40,7 @@ def run_attribute(args: argparse.Namespace) -> int:
             repertoire,
             top=top,
             n_steps=args.steps,
+            explain=args.explain,
             baseline=args.baseline,
             target=args.target,
             head=args.head,
@@ -47,6 +50,14 @@ def run_attribute(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     result.to_frame().to_csv(out, sep="\t", index=False, float_format="%.6g")
+    if not args.quiet:
+        relative = result.relative_deltas()
+        print(
+            f"Wrote attributions of {len(result)} sequences to {out} ({EXPLAIN_LABELS[args.explain]}); relative "
+            f"convergence delta median {float(np.median(relative)):.2%}, largest {relative.max():.2%} "
+            "(raise --steps if above a few percent).",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -73,7 +84,7 @@ def run_motifs(args: argparse.Namespace) -> int:
     if model.config.embedding != "cnn":
         raise DeepRCError("Kernel motifs exist only for CNN models; this model embeds sequences with an LSTM.")
     repertoires = _repertoires(args.data, model, args.quiet)
-    motifs = kernel_motifs(model, repertoires, top_n=args.top_n, target=args.target)
+    motifs = kernel_motifs(model, repertoires, top_n=args.top_n, target=args.target, motifs=args.motif or ())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     motifs.summary.to_csv(out / "importance.tsv", sep="\t", index=False, float_format="%.6g")
@@ -103,14 +114,22 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "attribute",
         help="residue attributions (integrated gradients) of a repertoire's top-attended sequences",
         description="Write one row per (sequence, position): sequence, rank, position (0-based), residue, "
-        "attribution. The attribution is each residue's integrated-gradient share of the repertoire's output "
-        "(positive-class logit), with the rest of the repertoire held fixed.",
+        "attribution: each residue's integrated-gradient share of what --explain names. "
+        + " ".join(f"{name}: {EXPLAIN_LABELS[name]} {EXPLAIN_HELP[name]}" for name in EXPLAIN),
     )
     p.add_argument("file", help="repertoire file (AIRR, immunoSEQ, 10x, VDJdb or a list of sequences)")
     p.add_argument("--model", required=True, help="model folder (config.json + weights.safetensors)")
     p.add_argument("--out", required=True, help="output TSV, e.g. attributions.tsv")
     p.add_argument("--top", type=int, default=100, help="explain the K highest-attention sequences (default 100)")
     p.add_argument("--steps", type=int, default=50, help="integration steps (default 50)")
+    p.add_argument(
+        "--explain",
+        choices=EXPLAIN,
+        default=EXPLAIN[0],
+        help="what the attributions explain: attention = why each sequence is attended (its own attention logit; "
+        "default), contribution = what it adds to the repertoire's prediction (one sequence swapped in at a time), "
+        "repertoire = why the repertoire is positive (all attributed sequences together)",
+    )
     p.add_argument("--baseline", choices=BASELINES, default="zero", help="reference input (default zero)")
     p.add_argument("--target", default=None, help="target to explain (default the model's first)")
     p.add_argument("--head", type=int, default=None, help="explain only this attention head's contribution")
@@ -132,6 +151,13 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "--kernels", type=int, default=None, help="draw logos of the N most important kernels only (default all)"
     )
     p.add_argument("--target", default=None, help="target the importance refers to (default the model's first)")
+    p.add_argument(
+        "--motif",
+        action="append",
+        default=None,
+        help="a known motif ('.' = any residue) to match each kernel against; repeat for several (adds best_motif "
+        "and motif_correlation to importance.tsv)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_motifs)
 

@@ -5,16 +5,25 @@ Every matrix handed out here is a pandas DataFrame in logomaker's convention: ro
 
 * :func:`attribution_logo` — integrated-gradient attributions of the top-attended sequences, aligned on each
   sequence's highest-attribution window; positive and negative contributions are both kept (logomaker draws
-  negative values below the axis).
+  negative values below the axis). Sequences can be weighed equally (per-sequence normalisation), restricted
+  to a subset (e.g. the motif carriers), and every column records how many sequences reach it.
 * :func:`enrichment_logo` — the highest-attribution k-mers against all k-mers of the same repertoire, as a
   probability, information-content or log-enrichment matrix (``logomaker.transform_matrix``).
 * :func:`kernel_motifs` — per first-layer CNN kernel: a weight logo, an activation logo, the share of its
-  weights on position features, its top k-mers and its importance for the prediction (ablation).
+  weights on position features, its top k-mers, its importance for the prediction (ablation), its share of
+  the attention logit of the top-attended sequences and its best match to known motifs;
+  :func:`motif_kernels` then says which kernels found which motif.
+* :func:`kernel_motif_match` — for every first-layer kernel and every offset at which the kernel and a motif
+  overlap by ``min(kernel_size, motif residues)`` positions, the Pearson correlation between the kernel's
+  centred weight logo and the motif's one-hot matrix over the overlapping positions (gap positions of the
+  motif left out); the best offset per kernel. 1 means the kernel's residue preferences rank the motif
+  residue first at every overlapping position and all others equal.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -22,6 +31,7 @@ import logomaker
 import numpy as np
 import pandas as pd
 import torch
+from captum.attr import IntegratedGradients
 
 from deeprc_core.attribution import SequenceAttributions, resolve_output
 from deeprc_core.errors import DeepRCError
@@ -30,8 +40,15 @@ from deeprc_core.model import DeepRC
 from deeprc_core.scoring import repertoire_representation
 
 ALIGNMENTS = ("left", "right", "centre")
+NORMALISATIONS = ("none", "sum", "max")
+NORMALISATION_HELP = {
+    "none": "raw attributions: the sequences with the largest attributions dominate the logo",
+    "sum": "each sequence's absolute attributions sum to 1: one vote per sequence",
+    "max": "each sequence's largest absolute attribution is 1",
+}
 ENRICHMENT_KINDS = ("probability", "information", "weight")
 GAP = "-"  # shown in a k-mer for a kernel position beyond the sequence's end
+GAP_CHARS = ".-"  # motif letters that keep the original residue ("any residue")
 
 
 def logo_frame(values: np.ndarray, start: int = 0) -> pd.DataFrame:
@@ -79,6 +96,8 @@ def attribution_logo(
     width: int = 5,
     align: str = "centre",
     flank: int | None = None,
+    normalise: str = "none",
+    select: np.ndarray | Sequence[bool] | None = None,
 ) -> pd.DataFrame:
     """Aggregated integrated-gradient logo of the top-attended sequences.
 
@@ -86,33 +105,55 @@ def attribution_logo(
     ``width`` residues: the window's first residue (``align="left"``), its last (``"right"``) or its centre
     (``"centre"``, the left-of-centre residue for even widths). The anchor is row 0; rows run over every
     offset any sequence reaches (or the window plus ``flank`` residues each side). A cell holds the mean over
-    sequences of the attribution of that residue at that offset (a sequence without a residue there adds 0),
-    so the logo's column sums are the average contribution per sequence; negative values are kept.
+    sequences of the (normalised) attribution of that residue at that offset (a sequence without a residue
+    there adds 0), so the logo's column sums are the average contribution per sequence; negative values are
+    kept.
 
     Parameters
     ----------
     result
         Attributions from :func:`~deeprc_core.attribution.attribute_sequences`.
     top
-        Use the ``top`` best-ranked attributed sequences (default all).
+        Use the ``top`` best-ranked attributed (and selected) sequences (default all).
     width
         Window width in residues.
     align
         ``"left"``, ``"right"`` or ``"centre"``.
     flank
         Residues kept each side of the window; default everything.
+    normalise
+        ``"none"`` (raw attributions), ``"sum"`` (each sequence's absolute attributions sum to 1, so each
+        sequence has one vote) or ``"max"`` (each sequence's largest absolute attribution is 1).
+    select
+        ``(S,)`` flags in ``result``'s row order: only these sequences enter the logo (e.g. the motif carriers,
+        :func:`~deeprc_core.recovery.witness_mask` of ``result.sequences``).
 
     Returns
     -------
     DataFrame
-        ``(n_offsets, 20)`` logomaker matrix; ``attrs["window"]`` holds the window's rows ``(first, last)``.
+        ``(n_offsets, 20)`` logomaker matrix. ``attrs``: ``"window"``, the window's rows ``(first, last)``;
+        ``"n_sequences"``, per row the number of sequences with a residue at that offset (a tuple);
+        ``"n_logo_sequences"``, the sequences in the logo; ``"normalise"``.
     """
     if align not in ALIGNMENTS:
         raise DeepRCError(f"Unknown alignment '{align}'; use one of {', '.join(ALIGNMENTS)}.")
+    if normalise not in NORMALISATIONS:
+        raise DeepRCError(f"Unknown normalisation '{normalise}'; use one of {', '.join(NORMALISATIONS)}.")
     if len(result) == 0:
         raise DeepRCError("No attributed sequences to build a logo from.")
-    order = np.argsort(result.ranks, kind="stable")[: top if top else len(result)]
-    scores = result.residue_attributions()[order]  # (S, L)
+    order = np.argsort(result.ranks, kind="stable")
+    if select is not None:
+        select = np.asarray(select, dtype=bool).reshape(-1)
+        if len(select) != len(result):
+            raise DeepRCError(f"The selection needs one flag per attributed sequence ({len(result)}).")
+        order = order[select[order]]
+        if len(order) == 0:
+            raise DeepRCError("None of the attributed sequences is selected, so there is no logo to draw.")
+    order = order[: top if top else len(order)]
+    scores = result.residue_attributions()[order].astype(np.float64)  # (S, L)
+    if normalise != "none":
+        scale = np.abs(scores).sum(axis=1) if normalise == "sum" else np.abs(scores).max(axis=1)  # (S,)
+        scores = scores / np.where(scale > 0, scale, 1.0)[:, None]
     lengths = result.lengths[order].astype(np.int64)
     starts = best_windows(scores, lengths, width)
     anchor_shift = {"left": 0, "right": width - 1, "centre": (width - 1) // 2}[align]
@@ -122,6 +163,7 @@ def attribution_logo(
     if flank is not None:
         lo, hi = max(lo, win_lo - flank), min(hi, win_hi + flank)
     matrix = np.zeros((hi - lo + 1, N_AMINO_ACIDS))
+    counts = np.zeros(hi - lo + 1, dtype=np.int64)  # sequences with a residue at each offset
     codes = [np.frombuffer(s.encode(), dtype=np.uint8) for s in result.sequences[order]]
     lut = np.zeros(256, dtype=np.int64)
     lut[np.frombuffer(AMINO_ACIDS.encode(), dtype=np.uint8)] = np.arange(N_AMINO_ACIDS)
@@ -129,8 +171,12 @@ def attribution_logo(
         offsets = np.arange(lengths[s]) - anchors[s]
         keep = (offsets >= lo) & (offsets <= hi)
         np.add.at(matrix, (offsets[keep] - lo, lut[raw[keep]]), scores[s, : lengths[s]][keep])
+        counts[offsets[keep] - lo] += 1
     frame = logo_frame(matrix / len(order), start=lo)
     frame.attrs["window"] = (win_lo, win_hi)
+    frame.attrs["n_sequences"] = tuple(int(c) for c in counts)
+    frame.attrs["n_logo_sequences"] = len(order)
+    frame.attrs["normalise"] = normalise
     return frame
 
 
@@ -226,6 +272,8 @@ class KernelMotifs:
     activation_logos: dict[int, pd.DataFrame] = field(default_factory=dict)  # kernel -> information logo
     top_kmers: dict[int, pd.DataFrame] = field(default_factory=dict)  # kernel -> kmer, activation, ...
     output_index: int = 0  # network output the importance refers to
+    known_motifs: list[str] = field(default_factory=list)  # motifs the kernels were matched against
+    motif_matches: dict[str, pd.DataFrame] = field(default_factory=dict)  # motif -> kernel_motif_match table
 
     @property
     def kernels(self) -> list[int]:
@@ -265,6 +313,146 @@ def position_shares(model: DeepRC) -> np.ndarray:
     weight = model.convs[0].weight.detach().abs().float().cpu().numpy()  # (K, 23, k)
     total = weight.sum(axis=(1, 2))
     return weight[:, N_AMINO_ACIDS:, :].sum(axis=(1, 2)) / np.maximum(total, 1e-12)
+
+
+def motif_matrix(motif: str) -> pd.DataFrame:
+    """One-hot matrix of a motif ``(len(motif), 20)``; gap positions (``.``/``-``) are rows of NaN."""
+    motif = motif.strip().upper()
+    if not motif or any(c not in AMINO_ACIDS + GAP_CHARS for c in motif):
+        raise DeepRCError(f"The motif '{motif}' must use the 20 amino-acid letters and '.' for any residue.")
+    values = np.zeros((len(motif), N_AMINO_ACIDS))
+    for i, c in enumerate(motif):
+        if c in GAP_CHARS:
+            values[i] = np.nan
+        else:
+            values[i, AMINO_ACIDS.index(c)] = 1.0
+    frame = pd.DataFrame(values, columns=list(AMINO_ACIDS))
+    frame.index.name = "pos"
+    return frame
+
+
+def kernel_motif_match(source: DeepRC | dict[int, pd.DataFrame], motif: str) -> pd.DataFrame:
+    """Best Pearson correlation of each kernel's centred weight logo with a motif (module docstring).
+
+    Parameters
+    ----------
+    source
+        A CNN model, or its weight logos (``kernel -> (kernel_size, 20)`` DataFrame).
+    motif
+        Motif letters, ``.`` for any residue (``SLGQ``, ``RD.G``).
+
+    Returns
+    -------
+    DataFrame
+        One row per kernel: ``kernel``, ``correlation``, ``offset`` (motif position aligned with kernel row
+        0: kernel row ``r`` faces motif position ``r + offset``), ``overlap`` (motif residues compared);
+        sorted by correlation, best first.
+    """
+    logos = kernel_weight_logos(source) if isinstance(source, DeepRC) else source
+    target = motif_matrix(motif).to_numpy()  # (m, 20), NaN rows at gaps
+    m = len(target)
+    rows = []
+    for kernel, logo in logos.items():
+        weights = logo[list(AMINO_ACIDS)].to_numpy(dtype=np.float64)  # (k, 20)
+        k = len(weights)
+        need = min(k, int((~np.isnan(target[:, 0])).sum()))
+        best = (math.nan, 0, 0)
+        for offset in range(-(k - 1), m):
+            r = np.arange(k)
+            p = r + offset
+            ok = (p >= 0) & (p < m)
+            ok[ok] &= ~np.isnan(target[p[ok], 0])
+            if ok.sum() < max(need, 1):
+                continue
+            a, b = weights[r[ok]].ravel(), target[p[ok]].ravel()
+            if a.std() == 0 or b.std() == 0:
+                continue
+            corr = float(np.corrcoef(a, b)[0, 1])
+            if math.isnan(best[0]) or corr > best[0]:
+                best = (corr, offset, int(ok.sum()))
+        rows.append({"kernel": int(kernel), "correlation": best[0], "offset": best[1], "overlap": best[2]})
+    frame = pd.DataFrame(rows, columns=["kernel", "correlation", "offset", "overlap"])
+    return frame.sort_values("correlation", ascending=False, kind="stable", na_position="last").reset_index(drop=True)
+
+
+def kernel_attention_shares(
+    model: DeepRC, repertoires: Sequence[Repertoire], top: int = 50, head: int = 0, n_steps: int = 32
+) -> np.ndarray:
+    """Each first-layer kernel's share of the attention logit of the top-attended sequences ``(K,)``.
+
+    For the ``top`` highest-attention sequences of each repertoire, integrated gradients of the attention
+    logit ``f(z)[head]`` over the representation ``z``, from the repertoire's mean representation (an average
+    sequence) to each sequence's own: the attributions to the embedding dimension of kernel ``k``, summed
+    over all these sequences, divided by the summed rise of their logits above the average sequence's. The
+    shares of all dimensions (kernels, genes, counts) add up to 1; a negative share lowers the attention.
+    NaN without repertoires, and for CNNs of more than one layer (their embedding dimensions are the last
+    layer's kernels, not the first's).
+    """
+    _check_cnn(model)
+    n_kernels = model.convs[0].out_channels
+    repertoires = [r for r in repertoires if len(r)]
+    if not repertoires or len(model.convs) > 1:
+        return np.full(n_kernels, np.nan)
+    ig = IntegratedGradients(lambda z: model.attention_logits(z)[:, head])
+    attributed = np.zeros(n_kernels)
+    rise = 0.0
+    for rep in repertoires:
+        with torch.no_grad():
+            z = repertoire_representation(model, rep).float().clone()  # (N, D)
+            logits = model.attention_logits(z)[:, head]
+        chosen = torch.argsort(logits, descending=True, stable=True)[:top]
+        reference = z.mean(dim=0, keepdim=True).expand(len(chosen), -1)  # (S, D)
+        attr = ig.attribute(z[chosen], baselines=reference, n_steps=n_steps, method="gausslegendre")  # (S, D)
+        attributed += attr[:, :n_kernels].sum(dim=0).detach().double().cpu().numpy()
+        with torch.no_grad():
+            rise += float((logits[chosen] - model.attention_logits(reference)[:, head]).sum())
+    return attributed / rise if rise != 0 else np.full(n_kernels, np.nan)
+
+
+def _best_motifs(model: DeepRC, motifs: Sequence[str]) -> pd.DataFrame:
+    """Per kernel (in kernel order): the known motif its weight logo matches best, and the correlation."""
+    n_kernels = model.convs[0].out_channels
+    best = pd.DataFrame({"best_motif": [""] * n_kernels, "motif_correlation": np.nan})
+    logos = kernel_weight_logos(model)
+    for motif in motifs:
+        match = kernel_motif_match(logos, motif).set_index("kernel")["correlation"].reindex(range(n_kernels))
+        better = match.to_numpy() > best["motif_correlation"].fillna(-np.inf).to_numpy()
+        best.loc[better, "best_motif"] = motif.strip().upper()
+        best.loc[better, "motif_correlation"] = match.to_numpy()[better]
+    return best
+
+
+def motif_kernels(motifs: KernelMotifs, min_correlation: float = 0.5) -> pd.DataFrame:
+    """Which kernels found which known motif: one row per (motif, kernel) whose weight logo matches that motif
+    best with a correlation of at least ``min_correlation``, plus one row per motif no kernel matches that
+    well (its best kernel, ``found`` False). Sorted by motif, then share of the attention logit.
+
+    Returns
+    -------
+    DataFrame
+        ``motif``, ``kernel``, ``correlation``, ``attention_share``, ``importance``, ``found``.
+    """
+    summary = motifs.summary
+    columns = ["motif", "kernel", "correlation", "attention_share", "importance", "found"]
+    if "best_motif" not in summary.columns or not motifs.known_motifs:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for motif in motifs.known_motifs:
+        mine = summary[summary["best_motif"] == motif]
+        good = mine[mine["motif_correlation"] >= min_correlation]
+        if len(good):
+            good = good.sort_values(["attention_share", "motif_correlation"], ascending=False, kind="stable")
+            for row in good.itertuples(index=False):
+                rows.append((motif, row.kernel, row.motif_correlation, row.attention_share, row.importance, True))
+            continue
+        match = motifs.motif_matches.get(motif)
+        if match is not None and len(match):
+            k = int(match["kernel"].iloc[0])
+            info = summary.set_index("kernel").loc[k]
+            rows.append(
+                (motif, k, float(match["correlation"].iloc[0]), info["attention_share"], info["importance"], False)
+            )
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _first_layer(
@@ -350,6 +538,8 @@ def kernel_motifs(
     class_name: str | None = None,
     output_index: int | None = None,
     pseudocount: float = 0.5,
+    motifs: Sequence[str] = (),
+    attention_top: int = 50,
 ) -> KernelMotifs:
     """What every first-layer CNN kernel detects, and how much the prediction relies on it.
 
@@ -368,6 +558,12 @@ def kernel_motifs(
         Output the importance refers to (see :func:`~deeprc_core.attribution.resolve_output`).
     pseudocount
         Pseudocount of the information-content activation logos.
+    motifs
+        Known motifs (``GWQH``, ``YW.D``) each kernel's weight logo is matched against
+        (:func:`kernel_motif_match`).
+    attention_top
+        Top-attended sequences per repertoire whose attention logit is shared out over the kernels
+        (:func:`kernel_attention_shares`).
 
     Returns
     -------
@@ -378,7 +574,9 @@ def kernel_motifs(
         signed mean over both classes would cancel); ``effect``, the signed mean (positive = the kernel
         supports the explained output); ``position_share`` (L1 share of position-feature weights);
         ``max_activation`` (highest pre-activation seen); ``top_kmer``; ``weight_consensus`` (argmax residue
-        per kernel position). Sorted by ``importance``, highest first.
+        per kernel position); ``attention_share`` (share of the attention logit of the top-attended sequences,
+        :func:`kernel_attention_shares`); with ``motifs``, ``best_motif`` and ``motif_correlation`` (the known
+        motif the kernel matches best, and how well). Sorted by ``importance``, highest first.
     """
     _check_cnn(model)
     if top_n < 1:
@@ -400,9 +598,14 @@ def kernel_motifs(
             ],
         }
     )
+    known = [m.strip().upper() for m in motifs if m and m.strip()]
+    motif_matches = {m: kernel_motif_match(weight_logos, m) for m in known}
+    if known:
+        summary = pd.concat([summary, _best_motifs(model, known)], axis=1)
     activation_logos: dict[int, pd.DataFrame] = {}
     top_kmers: dict[int, pd.DataFrame] = {}
     repertoires = [r for r in repertoires if len(r)]
+    summary["attention_share"] = kernel_attention_shares(model, repertoires, top=attention_top)
     if repertoires:
         drops = _kernel_importance(model, repertoires, output_index)
         summary["importance"] = np.abs(drops).mean(axis=0)
@@ -456,19 +659,28 @@ def kernel_motifs(
         activation_logos=activation_logos,
         top_kmers=top_kmers,
         output_index=output_index,
+        known_motifs=known,
+        motif_matches=motif_matches,
     )
 
 
 __all__ = [
     "ALIGNMENTS",
     "ENRICHMENT_KINDS",
+    "GAP_CHARS",
+    "NORMALISATIONS",
+    "NORMALISATION_HELP",
     "KernelMotifs",
     "attribution_logo",
     "best_windows",
     "enrichment_logo",
+    "kernel_attention_shares",
+    "kernel_motif_match",
     "kernel_motifs",
     "kernel_weight_logo",
     "kernel_weight_logos",
     "logo_frame",
+    "motif_kernels",
+    "motif_matrix",
     "position_shares",
 ]

@@ -227,13 +227,21 @@ def recall_at_k_figure(
 
 
 def recovery_figure(per_repertoire: pd.DataFrame, title: str = "Motif recovery") -> go.Figure:
-    """Per positive repertoire: motif mass of the attributions next to its chance level, and the AUPRC of
-    the attention ranking (columns of :class:`~deeprc_core.recovery.RecoveryReport.per_repertoire`)."""
+    """Per positive repertoire: the per-witness and pooled motif masses of the attributions next to their
+    chance levels, and the AUPRC of the attention ranking (columns of
+    :class:`~deeprc_core.recovery.RecoveryReport.per_repertoire`; those missing are left out)."""
     if per_repertoire.empty or "repertoire" not in per_repertoire.columns:
         raise DeepRCError("No positive repertoires with known witnesses to show.")
     fig = go.Figure()
     names = per_repertoire["repertoire"].astype(str)
-    for column, label in (("motif_mass", "IG mass on motif"), ("chance", "chance level"), ("auprc", "attention AUPRC")):
+    bars = (
+        ("witness_motif_mass", "IG on motif, per witness"),
+        ("witness_chance", "chance per witness"),
+        ("motif_mass", "IG on motif, pooled"),
+        ("chance", "chance pooled"),
+        ("auprc", "attention AUPRC"),
+    )
+    for column, label in bars:
         if column in per_repertoire.columns:
             fig.add_trace(go.Bar(x=names, y=per_repertoire[column], name=label))
     fig.update_layout(title=title, barmode="group", yaxis_title="fraction", yaxis={"range": [0, 1]})
@@ -309,6 +317,10 @@ def _draw_logo(ax, matrix: pd.DataFrame, title: str | None) -> None:
         ax.axvspan(window[0] - 0.5, window[1] + 0.5, color="#ffdd55", alpha=0.25, zorder=-1)
     ax.axhline(0, color="black", linewidth=0.5)
     ax.set_xticks(list(values.index))
+    counts = matrix.attrs.get("n_sequences")  # from attribution_logo: sequences reaching each column
+    if counts is not None and len(counts) == len(values):
+        ax.set_xticklabels([f"{p}\n{n}" for p, n in zip(values.index, counts)], fontsize=7)
+        ax.set_xlabel("offset / sequences in the column", fontsize=7)
     if title:
         ax.set_title(title, fontsize=9)
 

@@ -10,20 +10,29 @@ The truth can be given four ways; each marks *witness* sequences of a repertoire
 
 Scores
 ------
-* **Attention ranking** (per repertoire): sequences sorted by attention logit, highest first (ties keep
-  file order). ``precision@k`` = witnesses among the top ``k`` / ``k``; ``recall@k`` = witnesses among the top
-  ``k`` / all witnesses; the same at the top ``top_fraction`` (1 % by default, at least one sequence);
-  ``auprc`` = scikit-learn's ``average_precision_score`` of witness vs attention.
-* **Motif mass** (per repertoire): of the positive integrated-gradient mass on the attributed sequences'
-  residues, the fraction on motif residues. Motif residues come from the truth table (``motif_start`` ..
-  ``motif_start + motif_length - 1``, without the motif's ``.``/``-`` gap positions, which keep the original
-  residue) or from regular-expression match spans. Its chance level is the fraction of the attributed
-  sequences' residues that are motif residues: what a uniform attribution would score.
-* **Kernel match** (per model): for every first-layer kernel and every offset at which the kernel and the
-  motif overlap by ``min(kernel_size, motif residues)`` positions, the Pearson correlation between the
-  kernel's centred weight logo and the motif's one-hot matrix over the overlapping positions (gap positions
-  of the motif left out); the best offset per kernel, kernels sorted best first. 1 means the kernel's
-  residue preferences rank the motif residue first at every overlapping position and all others equal.
+* **Attention ranking** (per repertoire; the field's sequence-level scores): sequences sorted by attention
+  logit, highest first (ties keep file order). ``precision@k`` = witnesses among the top ``k`` / ``k``;
+  ``recall@k`` = witnesses among the top ``k`` / all witnesses (``k`` = 10, 100, 1000 by default); the same
+  at the top ``top_fraction`` (1 % by default, at least one sequence); ``auprc`` = scikit-learn's
+  ``average_precision_score`` of witness vs attention (average precision); ``jaccard@n`` = the Jaccard index
+  of the top ``n`` sequences with the ``n`` true witnesses (the AIRR-ML 2025 challenge metric).
+* **Per-witness motif mass** (per repertoire, over the witness sequences among the attributed ones): for
+  each witness, the share of its positive integrated-gradient mass that lies on its motif residues (0 when
+  it has no positive mass); then the mean over witnesses. Its chance level is the mean over the same
+  witnesses of motif residues / residues: what a uniform attribution would score. Every witness counts
+  once, so one strongly attributed sequence cannot carry the score.
+* **Pooled motif mass** (per repertoire): of the positive integrated-gradient mass on all attributed
+  sequences' residues, the fraction on motif residues, against the fraction of their residues that are motif
+  residues. The sequences with the largest attributions dominate it.
+* **Residue AUROC**: per witness, the area under the ROC curve of its residue attributions for telling its
+  motif residues from its other residues (0.5 = chance), averaged over witnesses (``residue_auroc``); and the
+  same pooled over every residue of every attributed sequence (``residue_auroc_pooled``).
+
+  Motif residues come from the truth table (``motif_start`` .. ``motif_start + motif_length - 1``, without
+  the motif's ``.``/``-`` gap positions, which keep the original residue) or from regular-expression match
+  spans.
+* **Kernel match** (per model; :func:`~deeprc_core.motifs.kernel_motif_match`): the best Pearson
+  correlation of each first-layer kernel's centred weight logo with the motif's one-hot matrix.
 """
 
 from __future__ import annotations
@@ -35,16 +44,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
+from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score
 
 from deeprc_core.attribution import SequenceAttributions, attribute_sequences, resolve_output
 from deeprc_core.errors import DeepRCError
 from deeprc_core.io import AMINO_ACIDS, N_AMINO_ACIDS, Repertoire, encode_sequences, repertoire_name
 from deeprc_core.model import DeepRC
-from deeprc_core.motifs import kernel_weight_logos
-from deeprc_core.scoring import score_repertoire
+from deeprc_core.motifs import GAP_CHARS, kernel_motif_match, motif_matrix
+from deeprc_core.scoring import repertoire_representation
 
-GAP_CHARS = ".-"
 TRUTH_COLUMNS = ("repertoire", "sequence", "motif", "motif_start", "motif_length")
 
 
@@ -149,9 +159,9 @@ def witness_mask(
 
 
 def ranking_metrics(
-    scores: np.ndarray, witnesses: np.ndarray, ks: Sequence[int] = (10, 100), top_fraction: float = 0.01
+    scores: np.ndarray, witnesses: np.ndarray, ks: Sequence[int] = (10, 100, 1000), top_fraction: float = 0.01
 ) -> dict[str, float]:
-    """Precision and recall at the top of a ranking, and the area under the precision-recall curve.
+    """Precision and recall at the top of a ranking, average precision, and the Jaccard index of the top n.
 
     Parameters
     ----------
@@ -168,7 +178,8 @@ def ranking_metrics(
     -------
     dict
         ``n_sequences``, ``n_witnesses``, ``precision@k``, ``recall@k`` per ``k``, ``k_top``,
-        ``precision@top{p}%``, ``recall@top{p}%``, ``auprc`` (NaN for recall and AUPRC without witnesses).
+        ``precision@top{p}%``, ``recall@top{p}%``, ``auprc`` (average precision), ``jaccard@n`` (top ``n`` vs
+        the ``n`` witnesses: found / (2 n - found)); NaN for recall, AUPRC and Jaccard without witnesses.
     """
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     witnesses = np.asarray(witnesses, dtype=bool).reshape(-1)
@@ -192,6 +203,8 @@ def ranking_metrics(
     out["k_top"] = k_top
     out[f"precision@{label}"], out[f"recall@{label}"] = _at(k_top)
     out["auprc"] = float(average_precision_score(witnesses, scores)) if 0 < n_w < n else (1.0 if n_w == n else math.nan)
+    found = float(hits[n_w - 1]) if n_w else math.nan
+    out["jaccard@n"] = found / (2 * n_w - found) if n_w else math.nan
     return out
 
 
@@ -240,8 +253,34 @@ def motif_residue_mask(
     return mask
 
 
+def _full_mask(result: SequenceAttributions, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The motif mask at the attributions' width ``(S, L)``, and which positions lie inside a sequence."""
+    s, length = result.attributions.shape[:2]
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2 or mask.shape[0] != s:
+        raise DeepRCError("The motif mask needs one row per attributed sequence.")
+    full = np.zeros((s, length), dtype=bool)
+    w = min(length, mask.shape[1])
+    full[:, :w] = mask[:, :w]
+    inside = np.arange(length)[None] < result.lengths[:, None]
+    return full & inside, inside
+
+
+def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for ``labels`` (Mann-Whitney, ties count half); NaN without
+    both classes."""
+    n_pos = int(labels.sum())
+    n_neg = len(labels) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    ranks = rankdata(scores)
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def motif_mass(result: SequenceAttributions, mask: np.ndarray) -> dict[str, float]:
-    """Fraction of the positive attribution mass on motif residues, and its chance level.
+    """Pooled motif mass: the fraction of all attributed sequences' positive attribution on motif residues,
+    and its chance level. The sequences with the largest attributions dominate it; see
+    :func:`witness_motif_mass` for the per-witness mean.
 
     Parameters
     ----------
@@ -258,15 +297,7 @@ def motif_mass(result: SequenceAttributions, mask: np.ndarray) -> dict[str, floa
         motif_mass / chance (NaN where undefined).
     """
     scores = result.residue_attributions()  # (S, L)
-    s, length = scores.shape
-    mask = np.asarray(mask, dtype=bool)
-    if mask.shape[0] != s:
-        raise DeepRCError("The motif mask needs one row per attributed sequence.")
-    full = np.zeros((s, length), dtype=bool)
-    w = min(length, mask.shape[1])
-    full[:, :w] = mask[:, :w]
-    inside = np.arange(length)[None] < result.lengths[:, None]
-    full &= inside
+    full, inside = _full_mask(result, mask)
     positive = np.clip(scores, 0.0, None) * inside
     total = positive.sum()
     mass = float(positive[full].sum() / total) if total > 0 else math.nan
@@ -275,73 +306,80 @@ def motif_mass(result: SequenceAttributions, mask: np.ndarray) -> dict[str, floa
     return {"motif_mass": mass, "chance": chance, "ratio": ratio}
 
 
-def motif_matrix(motif: str) -> pd.DataFrame:
-    """One-hot matrix of a motif ``(len(motif), 20)``; gap positions (``.``/``-``) are rows of NaN."""
-    motif = motif.strip().upper()
-    if not motif or any(c not in AMINO_ACIDS + GAP_CHARS for c in motif):
-        raise DeepRCError(f"The motif '{motif}' must use the 20 amino-acid letters and '.' for any residue.")
-    values = np.zeros((len(motif), N_AMINO_ACIDS))
-    for i, c in enumerate(motif):
-        if c in GAP_CHARS:
-            values[i] = np.nan
-        else:
-            values[i, AMINO_ACIDS.index(c)] = 1.0
-    frame = pd.DataFrame(values, columns=list(AMINO_ACIDS))
-    frame.index.name = "pos"
-    return frame
-
-
-def kernel_motif_match(source: DeepRC | dict[int, pd.DataFrame], motif: str) -> pd.DataFrame:
-    """Best Pearson correlation of each kernel's centred weight logo with a motif (module docstring).
+def per_witness_scores(result: SequenceAttributions, mask: np.ndarray) -> pd.DataFrame:
+    """One row per attributed witness (a sequence with at least one motif residue in ``mask``).
 
     Parameters
     ----------
-    source
-        A CNN model, or its weight logos (``kernel -> (kernel_size, 20)`` DataFrame).
-    motif
-        Motif letters, ``.`` for any residue (``SLGQ``, ``RD.G``).
+    result
+        Attributions of ``S`` sequences.
+    mask
+        ``(S, L')`` motif residues of the same sequences (e.g. :func:`motif_residue_mask`).
 
     Returns
     -------
     DataFrame
-        One row per kernel: ``kernel``, ``correlation``, ``offset`` (motif position aligned with kernel row
-        0: kernel row ``r`` faces motif position ``r + offset``), ``overlap`` (motif residues compared);
-        sorted by correlation, best first.
+        ``row`` (in ``result``), ``sequence``, ``rank``, ``motif_share`` (positive attribution on motif residues
+        / positive attribution on the sequence, 0 without positive attribution), ``chance`` (motif residues /
+        residues), ``residue_auroc`` (motif residues vs the others by attribution), ``total`` (the sequence's
+        summed residue attribution).
     """
-    logos = kernel_weight_logos(source) if isinstance(source, DeepRC) else source
-    target = motif_matrix(motif).to_numpy()  # (m, 20), NaN rows at gaps
-    m = len(target)
+    full, inside = _full_mask(result, mask)
+    scores = result.residue_attributions().astype(np.float64)  # (S, L)
+    positive = np.clip(scores, 0.0, None) * inside
     rows = []
-    for kernel, logo in logos.items():
-        weights = logo[list(AMINO_ACIDS)].to_numpy(dtype=np.float64)  # (k, 20)
-        k = len(weights)
-        need = min(k, int((~np.isnan(target[:, 0])).sum()))
-        best = (math.nan, 0, 0)
-        for offset in range(-(k - 1), m):
-            r = np.arange(k)
-            p = r + offset
-            ok = (p >= 0) & (p < m)
-            ok[ok] &= ~np.isnan(target[p[ok], 0])
-            if ok.sum() < max(need, 1):
-                continue
-            a, b = weights[r[ok]].ravel(), target[p[ok]].ravel()
-            if a.std() == 0 or b.std() == 0:
-                continue
-            corr = float(np.corrcoef(a, b)[0, 1])
-            if math.isnan(best[0]) or corr > best[0]:
-                best = (corr, offset, int(ok.sum()))
-        rows.append({"kernel": int(kernel), "correlation": best[0], "offset": best[1], "overlap": best[2]})
-    frame = pd.DataFrame(rows, columns=["kernel", "correlation", "offset", "overlap"])
-    return frame.sort_values("correlation", ascending=False, kind="stable", na_position="last").reset_index(drop=True)
+    for i in np.flatnonzero(full.any(axis=1)):
+        n = int(result.lengths[i])
+        total = positive[i].sum()
+        rows.append(
+            {
+                "row": int(i),
+                "sequence": str(result.sequences[i]),
+                "rank": int(result.ranks[i]),
+                "motif_share": float(positive[i][full[i]].sum() / total) if total > 0 else 0.0,
+                "chance": float(full[i].sum() / n),
+                "residue_auroc": _auroc(scores[i, :n], full[i, :n]),
+                "total": float(scores[i, :n].sum()),
+            }
+        )
+    columns = ["row", "sequence", "rank", "motif_share", "chance", "residue_auroc", "total"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def witness_motif_mass(result: SequenceAttributions, mask: np.ndarray) -> dict[str, float]:
+    """Per-witness motif mass, its chance level and the residue AUROCs (module docstring).
+
+    Returns
+    -------
+    dict
+        ``witness_motif_mass`` (mean over attributed witnesses of their positive share on motif residues),
+        ``witness_chance`` (mean motif residues / residues over the same witnesses), ``witness_ratio``,
+        ``residue_auroc`` (mean per-witness AUROC), ``residue_auroc_pooled`` (over every residue of every
+        attributed sequence) and ``n_witnesses_attributed``; NaN where there is no witness.
+    """
+    per = per_witness_scores(result, mask)
+    full, inside = _full_mask(result, mask)
+    mass = float(per["motif_share"].mean()) if len(per) else math.nan
+    chance = float(per["chance"].mean()) if len(per) else math.nan
+    return {
+        "witness_motif_mass": mass,
+        "witness_chance": chance,
+        "witness_ratio": mass / chance if len(per) and chance > 0 else math.nan,
+        "residue_auroc": float(per["residue_auroc"].mean()) if per["residue_auroc"].notna().any() else math.nan,
+        "residue_auroc_pooled": _auroc(result.residue_attributions()[inside].astype(np.float64), full[inside]),
+        "n_witnesses_attributed": float(len(per)),
+    }
 
 
 @dataclass
 class RecoveryReport:
     """Recovery scores of a model on repertoires with known witnesses."""
 
-    per_repertoire: pd.DataFrame  # one row per positive repertoire: ranking metrics, motif mass, chance
-    summary: dict[str, float]  # every numeric column averaged over positive repertoires, plus kernel match
+    per_repertoire: pd.DataFrame  # one row per positive repertoire: ranking metrics, motif masses, chance levels
+    summary: dict[str, float]  # means over positive repertoires (per-witness scores: over witnesses), kernel match
     kernel_match: pd.DataFrame | None  # per kernel: best correlation with the motif (CNN and a motif only)
+    per_witness: pd.DataFrame | None = None  # one row per attributed witness (per_witness_scores + repertoire)
+    explain: str = "attention"  # attribution target of the motif masses (see deeprc_core.attribution)
 
 
 def recovery_report(
@@ -349,10 +387,11 @@ def recovery_report(
     repertoires: Sequence[Repertoire],
     truth: pd.DataFrame,
     *,
-    ks: Sequence[int] = (10, 100),
+    ks: Sequence[int] = (10, 100, 1000),
     top_fraction: float = 0.01,
     attribute_top: int = 50,
     n_steps: int = 32,
+    explain: str = "attention",
     motif: str | None = None,
     target: str | None = None,
     class_name: str | None = None,
@@ -361,47 +400,88 @@ def recovery_report(
 
     Positive repertoires are those with at least one witness row in ``truth``. For each: the attention
     ranking metrics (:func:`ranking_metrics`, head 0), and, when ``attribute_top > 0`` and the table locates
-    motifs, the motif mass of integrated gradients over its ``attribute_top`` highest-attention sequences.
-    The kernel match uses ``motif`` (default: the truth table's most frequent motif).
+    motifs, integrated gradients (``explain``, default each sequence's attention logit) of its
+    ``attribute_top`` highest-attention sequences, scored by the per-witness motif mass, the pooled motif mass
+    and the residue AUROCs. The kernel match uses ``motif`` (default: the truth table's most frequent motif).
+
+    Returns
+    -------
+    RecoveryReport
+        ``summary`` holds the mean of every per-repertoire column over positive repertoires, except the
+        per-witness scores (``witness_motif_mass``, ``witness_chance``, ``witness_ratio``, ``residue_auroc``),
+        which are means over all attributed witnesses of all repertoires, and ``n_witnesses_attributed``, a
+        total.
     """
     output_index = resolve_output(model, target, class_name)
-    rows = []
+    rows, witness_rows = [], []
     for rep in repertoires:
         witnesses = witness_mask(rep, truth=truth)
         if not witnesses.any():
             continue
-        score = score_repertoire(model, rep)
+        z = repertoire_representation(model, rep)  # (N, D), shared by the ranking and the attributions
+        with torch.inference_mode():
+            outputs, logits, _ = model.outputs_from_representation(z)
         row: dict[str, float | str] = {"repertoire": rep.name}
-        row.update(ranking_metrics(score.attention_logits[:, 0], witnesses, ks, top_fraction))
-        row["output"] = float(score.outputs[output_index])
+        row.update(ranking_metrics(logits[:, 0].float().cpu().numpy(), witnesses, ks, top_fraction))
+        row["output"] = float(outputs[output_index])
         if attribute_top > 0 and {"motif_start", "motif_length"} <= set(truth.columns):
-            result = attribute_sequences(model, rep, top=attribute_top, n_steps=n_steps, output_index=output_index)
+            result = attribute_sequences(
+                model,
+                rep,
+                top=attribute_top,
+                n_steps=n_steps,
+                explain=explain,
+                output_index=None if explain == "attention" else output_index,
+                representation=z,
+            )
             mask = motif_residue_mask(result.sequences, result.attributions.shape[1], truth=truth, repertoire=rep.name)
+            row.update(witness_motif_mass(result, mask))
             row.update(motif_mass(result, mask))
+            row["relative_delta"] = float(np.median(result.relative_deltas()))
+            witness_rows.append(per_witness_scores(result, mask).assign(repertoire=rep.name))
         rows.append(row)
     per_repertoire = pd.DataFrame(rows)
     summary: dict[str, float] = {"n_positive_repertoires": float(len(per_repertoire))}
     for column in per_repertoire.columns:
         if column != "repertoire":
             summary[column] = float(pd.to_numeric(per_repertoire[column], errors="coerce").mean())
+    per_witness = None
+    if witness_rows:
+        per_witness = pd.concat(witness_rows, ignore_index=True)
+        per_witness = per_witness[["repertoire", *[c for c in per_witness.columns if c != "repertoire"]]]
+        n = len(per_witness)
+        summary["n_witnesses_attributed"] = float(n)
+        summary["witness_motif_mass"] = float(per_witness["motif_share"].mean()) if n else math.nan
+        summary["witness_chance"] = float(per_witness["chance"].mean()) if n else math.nan
+        summary["witness_ratio"] = summary["witness_motif_mass"] / summary["witness_chance"] if n else math.nan
+        summary["residue_auroc"] = float(per_witness["residue_auroc"].mean()) if n else math.nan
     kernel_match = None
     if motif is None and "motif" in truth.columns and len(truth):
         motif = str(truth["motif"].astype(str).value_counts().index[0])
     if motif and model.config.embedding == "cnn":
         kernel_match = kernel_motif_match(model, motif)
         summary["kernel_match"] = float(kernel_match["correlation"].iloc[0]) if len(kernel_match) else math.nan
-    return RecoveryReport(per_repertoire=per_repertoire, summary=summary, kernel_match=kernel_match)
+    return RecoveryReport(
+        per_repertoire=per_repertoire,
+        summary=summary,
+        kernel_match=kernel_match,
+        per_witness=per_witness,
+        explain=explain,
+    )
 
 
 __all__ = [
+    "GAP_CHARS",
     "RecoveryReport",
     "kernel_motif_match",
     "motif_mass",
     "motif_matrix",
     "motif_residue_mask",
+    "per_witness_scores",
     "pwm_scores",
     "ranking_metrics",
     "recovery_report",
     "truth_rows",
     "witness_mask",
+    "witness_motif_mass",
 ]

@@ -25,6 +25,7 @@ from deeprc_core.motifs import (
     enrichment_logo,
     kernel_motifs,
     kernel_weight_logo,
+    motif_kernels,
     position_shares,
 )
 from deeprc_core.recovery import motif_mass, motif_residue_mask
@@ -131,6 +132,42 @@ def test_attribution_logo_alignments():
         attribution_logo(result, align="middle")
 
 
+def test_aligned_logo_of_the_top_50_shows_the_planted_motif():
+    """Default target and logo, top 50 of a planted repertoire (7 witnesses among them, 43 other sequences):
+    the logo's tallest column stacks are the motif's residues, in order, and each column says how many
+    sequences reach it. Logos of the motif carriers alone show it under every normalisation."""
+    model = detector()
+    repertoires, truth = planted()
+    result = attribute_sequences(model, repertoires[1], top=50, n_steps=32)
+    carriers = np.isin(result.sequences, truth["sequence"])
+    assert carriers.sum() == 7
+    logo = attribution_logo(result, width=4, align="left")
+    heights = logo.clip(lower=0).sum(axis=1)
+    assert sorted(heights.nlargest(4).index) == [0, 1, 2, 3], heights
+    assert "".join(logo.loc[0:3].idxmax(axis=1)) == MOTIF
+    counts = pd.Series(logo.attrs["n_sequences"], index=logo.index)
+    assert logo.attrs["n_logo_sequences"] == 50 and (counts.loc[0:3] == 50).all() and counts.iloc[0] < 50
+    for normalise in ("none", "sum", "max"):
+        only = attribution_logo(result, width=4, align="left", normalise=normalise, select=carriers)
+        assert only.attrs["n_logo_sequences"] == 7 and "".join(only.loc[0:3].idxmax(axis=1)) == MOTIF
+    with pytest.raises(DeepRCError, match="one flag per"):
+        attribution_logo(result, select=carriers[:3])
+    with pytest.raises(DeepRCError, match="None of the attributed"):
+        attribution_logo(result, select=np.zeros(50, dtype=bool))
+
+
+def test_normalised_logos_give_each_sequence_one_vote():
+    model = detector()
+    repertoires, _ = planted()
+    result = attribute_sequences(model, repertoires[1], top=10, n_steps=16)
+    by_sum = attribution_logo(result, width=4, normalise="sum")
+    np.testing.assert_allclose(by_sum.abs().to_numpy().sum(), 1.0, rtol=1e-6)  # 10 sequences, each |sum| 1, mean
+    by_max = attribution_logo(result, width=4, normalise="max")
+    assert by_max.abs().to_numpy().max() <= 1.0 + 1e-9
+    with pytest.raises(DeepRCError, match="normalisation"):
+        attribution_logo(result, normalise="z")
+
+
 def test_enrichment_logo_finds_the_motif_against_the_repertoire():
     model = detector()
     repertoires, _ = planted()
@@ -163,6 +200,22 @@ def test_kernel_motifs_rank_the_detector_first():
     assert summary.loc[0, "importance"] > 5 * summary.loc[1:, "importance"].max()
     bare = kernel_motifs(model)
     assert bare.summary["importance"].isna().all() and not bare.activation_logos
+
+
+def test_kernel_motifs_say_which_kernel_found_which_motif():
+    model = detector()
+    repertoires, _ = planted()
+    motifs = kernel_motifs(model, repertoires, top_n=20, motifs=["SLGQ", "wwww"])
+    summary = motifs.summary.set_index("kernel")
+    assert summary.loc[0, "best_motif"] == MOTIF and summary.loc[0, "motif_correlation"] > 0.95
+    # Attention reads kernel 0 alone: it holds the whole rise of the top sequences' attention logit.
+    assert summary.loc[0, "attention_share"] == pytest.approx(1.0, abs=1e-3)
+    assert summary.drop(index=0)["attention_share"].abs().max() < 1e-3
+    found = motif_kernels(motifs)
+    assert found["motif"].tolist() == [MOTIF, "WWWW"] and found["found"].tolist() == [True, False]
+    assert found.loc[0, "kernel"] == 0 and found.loc[0, "attention_share"] == pytest.approx(1.0, abs=1e-3)
+    assert kernel_motifs(model).summary["attention_share"].isna().all()  # without repertoires
+    assert motif_kernels(kernel_motifs(model)).empty  # without known motifs
 
 
 def test_kernel_motifs_of_a_two_layer_cnn():
@@ -241,12 +294,17 @@ def test_cli_motifs_writes_matrices_logos_and_importances(tmp_path):
             str(out),
             "--kernels",
             "1",
+            "--motif",
+            MOTIF,
+            "--motif",
+            "GWQH",
             "--quiet",
         ]
     )
     assert args.func(args) == 0
     table = pd.read_csv(out / "importance.tsv", sep="\t")
     assert table["kernel"].iloc[0] == 0 and len(table) == 4
+    assert table["best_motif"].iloc[0] == MOTIF and table["motif_correlation"].iloc[0] > 0.95
     weights = pd.read_csv(out / "kernel_000_weights.tsv", sep="\t", index_col=0)
     assert list(weights.columns) == list(AMINO_ACIDS) and "".join(weights.idxmax(axis=1).iloc[:4]) == MOTIF
     for kind in ("weights", "activation"):
@@ -258,5 +316,5 @@ def test_cli_motifs_writes_matrices_logos_and_importances(tmp_path):
     args = parser.parse_args(
         ["motifs", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "none"), "--out", str(out)]
     )
-    with pytest.raises(DeepRCError, match="neither"):
+    with pytest.raises(DeepRCError, match="neither|does not exist"):
         args.func(args)

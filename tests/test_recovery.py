@@ -22,10 +22,12 @@ from deeprc_core.recovery import (
     motif_mass,
     motif_matrix,
     motif_residue_mask,
+    per_witness_scores,
     pwm_scores,
     ranking_metrics,
     recovery_report,
     witness_mask,
+    witness_motif_mass,
 )
 
 MOTIF = "SLGQ"
@@ -51,10 +53,15 @@ def test_ranking_metrics_by_hand():
     assert m["precision@20"] == pytest.approx(3 / 10) and m["recall@20"] == 1.0  # k clipped to N
     assert m["k_top"] == 2 and m["precision@top20%"] == 0.5 and m["recall@top20%"] == pytest.approx(1 / 3)
     assert m["auprc"] == pytest.approx((1 / 1 + 2 / 4 + 3 / 9) / 3)  # mean precision at each witness
+    assert m["jaccard@n"] == pytest.approx(1 / 5)  # top 3 holds 1 of the 3 witnesses: 1 / (3 + 3 - 1)
     default = ranking_metrics(ranked, flags)
     assert default["k_top"] == 1 and default["precision@top1%"] == 1.0
+    assert default["recall@10"] == 1.0 and default["recall@100"] == 1.0 and default["recall@1000"] == 1.0
+    perfect = ranking_metrics(np.arange(10.0), np.arange(10) >= 7)
+    assert perfect["jaccard@n"] == 1.0 and perfect["auprc"] == 1.0
     none = ranking_metrics(ranked, np.zeros(10, dtype=bool), ks=(5,))
     assert none["precision@5"] == 0.0 and math.isnan(none["recall@5"]) and math.isnan(none["auprc"])
+    assert math.isnan(none["jaccard@n"])
     with pytest.raises(DeepRCError, match="one value per sequence"):
         ranking_metrics(ranked, flags[:5])
 
@@ -96,35 +103,71 @@ def test_motif_residue_masks_skip_gap_positions():
     assert np.flatnonzero(spans[0]).tolist() == [3, 4, 5, 6, 7, 8, 9, 10] and not spans[1].any()
 
 
-def test_motif_mass_by_hand():
-    # Residue attributions [1, 2, -1, 0] and [0.5, 0.5, 3] (the second sequence is 3 long).
-    attributions = np.zeros((2, 4, 20), dtype=np.float32)
-    attributions[0, :, 0] = [1, 2, -1, 0]
-    attributions[1, :3, 0] = [0.5, 0.5, 3]
-    result = SequenceAttributions(
+def _attributions(rows: list[list[float]]) -> SequenceAttributions:
+    """Hand-made attributions: one sequence of A's per row, its residue attributions in channel A."""
+    n, width = len(rows), max(len(r) for r in rows)
+    attributions = np.zeros((n, width, 20), dtype=np.float32)
+    for i, row in enumerate(rows):
+        attributions[i, : len(row), 0] = row
+    return SequenceAttributions(
         repertoire="r",
-        indices=np.array([0, 1]),
-        sequences=np.array(["AAAA", "AAA"], dtype=object),
-        lengths=np.array([4, 3]),
-        ranks=np.array([1, 2]),
-        attention=np.array([0.6, 0.4]),
+        indices=np.arange(n),
+        sequences=np.array(["A" * len(r) for r in rows], dtype=object),
+        lengths=np.array([len(r) for r in rows]),
+        ranks=np.arange(1, n + 1),
+        attention=np.full(n, 1 / n),
         attributions=attributions,
-        position_attributions=np.zeros((2, 4, 3), dtype=np.float32),
-        deltas=np.zeros(2),
-        outputs=np.zeros(2),
-        baseline_outputs=np.zeros(2),
+        position_attributions=np.zeros((n, width, 3), dtype=np.float32),
+        deltas=np.zeros(n),
+        outputs=np.zeros(n),
+        baseline_outputs=np.zeros(n),
         output_index=0,
         head=None,
         baseline="zero",
         position_baseline="input",
         n_steps=2,
     )
+
+
+def test_motif_mass_by_hand():
+    # Residue attributions [1, 2, -1, 0] and [0.5, 0.5, 3] (the second sequence is 3 long).
+    result = _attributions([[1, 2, -1, 0], [0.5, 0.5, 3]])
     mask = np.array([[False, True, True, False], [False, False, True, True]])  # (1, 3) lies beyond the end
     scores = motif_mass(result, mask)
     # Positive mass 1 + 2 + 0.5 + 0.5 + 3 = 7, of which 2 + 3 on motif residues; 3 of 7 residues are motif.
     assert scores["motif_mass"] == pytest.approx(5 / 7)
     assert scores["chance"] == pytest.approx(3 / 7)
     assert scores["ratio"] == pytest.approx(5 / 3)
+
+
+def test_per_witness_motif_mass_by_hand():
+    # A dominant witness, a weak witness and a sequence without the motif: pooled over all three, the dominant
+    # witness's 100 on its motif carries the score; per witness, the weak one counts as much.
+    result = _attributions([[0, 100, 100, 0, 0], [0.3, 0.1, 0.1, 0.5, -0.2], [1, 1, 1, 1, 1]])
+    mask = np.zeros((3, 5), dtype=bool)
+    mask[0, 1:3] = mask[1, 1:3] = True
+    pooled = motif_mass(result, mask)
+    assert pooled["motif_mass"] == pytest.approx(200.2 / 206)
+    per = per_witness_scores(result, mask)
+    assert per["row"].tolist() == [0, 1] and per["rank"].tolist() == [1, 2]  # the third is no witness
+    assert per["motif_share"].tolist() == pytest.approx([1.0, 0.2 / 1.0])
+    assert per["chance"].tolist() == pytest.approx([2 / 5, 2 / 5])
+    # AUROC, motif vs other residues: witness 1 ranks both motif residues above all others (ties count half);
+    # witness 2 ranks its motif residues (0.1, 0.1) above -0.2 only: 2 of 6 pairs.
+    assert per["residue_auroc"].tolist() == pytest.approx([1.0, 2 / 6])
+    scores = witness_motif_mass(result, mask)
+    assert scores["witness_motif_mass"] == pytest.approx(0.6)
+    assert scores["witness_chance"] == pytest.approx(0.4) and scores["witness_ratio"] == pytest.approx(1.5)
+    assert scores["residue_auroc"] == pytest.approx((1 + 2 / 6) / 2)
+    assert scores["n_witnesses_attributed"] == 2
+    assert 0.5 < scores["residue_auroc_pooled"] < 1.0
+    # A witness without any positive attribution scores 0, and no witness at all gives NaN.
+    flat = witness_motif_mass(_attributions([[-1, -1, -1]]), np.array([[True, False, False]]))
+    assert flat["witness_motif_mass"] == 0.0
+    none = witness_motif_mass(result, np.zeros((3, 5), dtype=bool))
+    assert math.isnan(none["witness_motif_mass"]) and none["n_witnesses_attributed"] == 0
+    with pytest.raises(DeepRCError, match="one row per"):
+        witness_motif_mass(result, mask[:2])
 
 
 def test_kernel_motif_match_by_hand():
@@ -181,18 +224,29 @@ def test_recovery_report_of_a_detector():
     truth = pd.DataFrame(
         rows, columns=["repertoire", "sequence", "v_call", "j_call", "motif", "motif_start", "motif_length"]
     )
-    report = recovery_report(_detector(), repertoires, truth, ks=(4, 10), attribute_top=4, n_steps=16)
+    report = recovery_report(_detector(), repertoires, truth, ks=(4, 10), attribute_top=6, n_steps=16)
     per = report.per_repertoire
     assert per["repertoire"].tolist() == ["rep1", "rep2"]
     assert (per["precision@4"] == 1.0).all() and (per["recall@4"] == 1.0).all() and (per["auprc"] == 1.0).all()
-    assert (per["precision@10"] == 0.4).all()
+    assert (per["precision@10"] == 0.4).all() and (per["jaccard@n"] == 1.0).all()
     assert (per["motif_mass"] > 0.9).all() and (per["motif_mass"] > 2 * per["chance"]).all()
-    assert report.summary["n_positive_repertoires"] == 2 and report.summary["auprc"] == 1.0
-    assert report.kernel_match.loc[0, "kernel"] == 0 and report.summary["kernel_match"] == pytest.approx(1.0)
+    assert (per["witness_motif_mass"] > 0.9).all() and (per["n_witnesses_attributed"] == 4).all()
+    assert (per["residue_auroc"] > 0.9).all() and (per["relative_delta"] < 0.05).all()
+    summary = report.summary
+    assert summary["n_positive_repertoires"] == 2 and summary["auprc"] == 1.0
+    assert summary["n_witnesses_attributed"] == 8 and summary["witness_motif_mass"] > 0.9
+    assert summary["witness_chance"] == pytest.approx(report.per_witness["chance"].mean())
+    assert len(report.per_witness) == 8 and set(report.per_witness["repertoire"]) == {"rep1", "rep2"}
+    assert report.explain == "attention"
+    assert report.kernel_match.loc[0, "kernel"] == 0 and summary["kernel_match"] == pytest.approx(1.0)
+    bag = recovery_report(_detector(), repertoires, truth, attribute_top=6, n_steps=16, explain="repertoire")
+    assert bag.explain == "repertoire" and bag.summary["witness_motif_mass"] > 0.9
     figure = plots.recovery_figure(per)
     assert isinstance(figure, go.Figure) and [t.name for t in figure.data] == [
-        "IG mass on motif",
-        "chance level",
+        "IG on motif, per witness",
+        "chance per witness",
+        "IG on motif, pooled",
+        "chance pooled",
         "attention AUPRC",
     ]
     scores = {r.name: (np.arange(len(r))[::-1].astype(float), witness_mask(r, truth=truth)) for r in repertoires}
