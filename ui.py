@@ -253,13 +253,15 @@ def model_card(model: DeepRC) -> pd.DataFrame:
         "balanced_accuracy": "held-out balanced accuracy",
         "witness_recall_top1pct": "held-out witness recall in the top 1 %",
         "auprc": "held-out AUPRC (witnesses by attention)",
-        "motif_mass": "held-out IG mass on motif residues",
+        "witness_motif_mass": "held-out IG on motif residues, per witness",
+        "motif_mass": "held-out IG mass on motif residues" + (", pooled" if "witness_motif_mass" in held_out else ""),
     }
+    chances = {"motif_mass": "motif_mass_chance", "witness_motif_mass": "witness_motif_mass_chance"}
     for key, label in labels.items():
         if isinstance(held_out.get(key), (int, float)):
             value = _fmt(float(held_out[key]))
-            if key == "motif_mass" and isinstance(held_out.get("motif_mass_chance"), (int, float)):
-                value += f" (chance {held_out['motif_mass_chance']:.3f})"
+            if key in chances and isinstance(held_out.get(chances[key]), (int, float)):
+                value += f" (chance {held_out[chances[key]]:.3f})"
             rows.append((label, value))
     metrics = info.get("validation_metrics")
     if isinstance(metrics, dict):
@@ -601,20 +603,29 @@ def attributions(
     top: int = 50,
     n_steps: int = 32,
     baseline: str = "zero",
+    explain: str = "attention",
 ) -> SequenceAttributions:
-    """Integrated-gradient residue attributions of some sequences (``rows``) or the ``top`` attended ones."""
+    """Integrated-gradient residue attributions of some sequences (``rows``) or the ``top`` attended ones;
+    ``explain`` names the attributed function (see :data:`deeprc_core.attribution.EXPLAIN`)."""
     indices = list(rows) if rows is not None else None
     top = min(top, len(_repertoire))
-    return attribute_sequences(_model, _repertoire, indices, top=top, n_steps=n_steps, baseline=baseline)
+    return attribute_sequences(
+        _model, _repertoire, indices, top=top, n_steps=n_steps, baseline=baseline, explain=explain
+    )
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def kernel_motifs(
-    _model: DeepRC, model_key: str, _repertoires: list[Repertoire], rep_keys: tuple[str, ...], top_n: int = 100
+    _model: DeepRC,
+    model_key: str,
+    _repertoires: list[Repertoire],
+    rep_keys: tuple[str, ...],
+    top_n: int = 100,
+    motifs: tuple[str, ...] = (),
 ) -> KernelMotifs:
-    """Kernel logos, top k-mers and importances over some repertoires (computed on a private model copy, since
-    ablating a kernel hooks into the model)."""
-    return compute_kernel_motifs(private_copy(_model), list(_repertoires), top_n=top_n)
+    """Kernel logos, top k-mers, importances and attention shares over some repertoires, and each kernel's best
+    match among known ``motifs`` (computed on a private model copy, since ablating a kernel hooks into the model)."""
+    return compute_kernel_motifs(private_copy(_model), list(_repertoires), top_n=top_n, motifs=motifs)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -627,9 +638,12 @@ def recovery(
     attribute_top: int = 25,
     n_steps: int = 16,
     motif: str | None = None,
+    explain: str = "attention",
 ) -> RecoveryReport:
     """Recovery scores of the model on repertoires with known witnesses (see :mod:`deeprc_core.recovery`)."""
-    return recovery_report(_model, list(_repertoires), truth, attribute_top=attribute_top, n_steps=n_steps, motif=motif)
+    return recovery_report(
+        _model, list(_repertoires), truth, attribute_top=attribute_top, n_steps=n_steps, motif=motif, explain=explain
+    )
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

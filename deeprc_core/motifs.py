@@ -410,13 +410,14 @@ def kernel_attention_shares(
 
 
 def _best_motifs(model: DeepRC, motifs: Sequence[str]) -> pd.DataFrame:
-    """Per kernel (in kernel order): the known motif its weight logo matches best, and the correlation."""
+    """Per kernel (in kernel order): the known motif its weight logo matches best, and the correlation (empty and
+    NaN where no motif correlates positively)."""
     n_kernels = model.convs[0].out_channels
     best = pd.DataFrame({"best_motif": [""] * n_kernels, "motif_correlation": np.nan})
     logos = kernel_weight_logos(model)
     for motif in motifs:
         match = kernel_motif_match(logos, motif).set_index("kernel")["correlation"].reindex(range(n_kernels))
-        better = match.to_numpy() > best["motif_correlation"].fillna(-np.inf).to_numpy()
+        better = match.to_numpy() > best["motif_correlation"].fillna(0.0).to_numpy()  # only positive matches
         best.loc[better, "best_motif"] = motif.strip().upper()
         best.loc[better, "motif_correlation"] = match.to_numpy()[better]
     return best

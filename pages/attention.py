@@ -181,8 +181,9 @@ def main() -> None:
             f"attribution_{table.loc[choice, 'sequence']}",
         )
     st.caption(
-        f"Integrated gradients (32 steps, zero baseline) of the output for '{positive}' with respect to each residue, "
-        "with the rest of the repertoire held fixed. Red supports the prediction, blue opposes it."
+        "Integrated gradients (32 steps, zero baseline) of this sequence's attention logit with respect to each "
+        "residue: why the model attends to it. Red raises its attention, blue lowers it; the Attributions page also "
+        f"explains what it adds to the prediction for '{positive}'."
     )
 
 

@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
+from deeprc_core.motifs import motif_kernels
 from deeprc_core.plots import figure_to_bytes, kernel_grid_figure, kernel_importance_figure, logo_figure
 
 DATA = {
@@ -24,7 +25,9 @@ def main() -> None:
     st.caption(
         "Each first-layer kernel scans a CDR3 for a short pattern. **Weight logos** show the residues a kernel prefers "
         f"(per position, centred); **activation logos** the k-mers that excite it most; **importance** is how much the "
-        f"output for '{positive}' changes (on average, either way) when the kernel is switched off."
+        f"output for '{positive}' changes (on average, either way) when the kernel is switched off; **attention share** "
+        "is its part of the attention logit of the top-attended sequences; with known motifs, each kernel's **best "
+        "motif** is the one its weight logo matches best (Pearson correlation)."
     )
 
     cols = st.columns([3, 1, 1, 1])
@@ -42,6 +45,20 @@ def main() -> None:
     shown_n = cols[1].slider("Kernels shown", 1, n_kernels, min(4, n_kernels), key="kernels_shown")
     top_n = cols[2].slider("Sequences per activation logo", 20, 500, 100, step=20, key="kernels_top_n")
     n_cols = cols[3].slider("Columns", 1, 6, 4, key="kernels_columns")
+    truth = ui.sample_truth()
+    sample_motifs = " ".join(sorted(truth["motif"].astype(str).unique())) if "motif" in truth.columns else ""
+    st.session_state.setdefault("kernels_known_motifs", sample_motifs)
+    known = st.text_input(
+        "Known motifs",
+        key="kernels_known_motifs",
+        help="Motifs to match every kernel against, separated by spaces ('.' = any residue); the default is the "
+        "sample data's implanted motifs. Empty: no matching.",
+    )
+    motif_list = tuple(m for m in known.upper().replace(",", " ").split() if m)
+    bad = [m for m in motif_list if any(c not in "ACDEFGHIKLMNPQRSTVWY.-" for c in m)]
+    if bad:
+        st.error(f"'{bad[0]}' is not a motif: use the 20 amino-acid letters and '.' for any residue.")
+        motif_list = tuple(m for m in motif_list if m not in bad)
 
     if data == "patients":
         sources = ui.sample_sources("sample patient")
@@ -55,10 +72,35 @@ def main() -> None:
     if sources:
         st.caption("Using: " + ", ".join(s.name for s in sources))
     with st.spinner("Computing kernel logos and importances…"):
-        motifs = ui.kernel_motifs(model, model_key, repertoires, tuple(s.key for s in sources), top_n=top_n)
+        motifs = ui.kernel_motifs(
+            model, model_key, repertoires, tuple(s.key for s in sources), top_n=top_n, motifs=motif_list
+        )
 
     if sources:
         st.plotly_chart(kernel_importance_figure(motifs), width="stretch")
+    if motif_list:
+        st.subheader("Which kernels found which motif")
+        found = motif_kernels(motifs)
+        for motif, group in found.groupby("motif", sort=False):
+            if group["found"].iloc[0]:
+                parts = [
+                    f"kernel {int(r.kernel)} (r = {r.correlation:.2f}"
+                    + (f", {r.attention_share:.0%} of the attention logit" if pd.notna(r.attention_share) else "")
+                    + ")"
+                    for r in group.head(3).itertuples()
+                ]
+                more = f", and {len(group) - 3} more" if len(group) > 3 else ""
+                st.markdown(f"**{motif}**: " + ", ".join(parts) + more)
+            else:
+                r = group.iloc[0]
+                st.markdown(
+                    f"**{motif}**: no kernel matches it well (best: kernel {int(r['kernel'])}, r = {r['correlation']:.2f})."
+                )
+        st.caption(
+            "A kernel counts as having found a motif when its weight logo matches that motif best among the known ones, "
+            "with a correlation of at least 0.5; kernels are listed by their share of the attention logit (all kernels "
+            "in the table below)."
+        )
 
     kernels = motifs.kernels[:shown_n]
     st.subheader(f"The {len(kernels)} most important kernels" if sources else f"The first {len(kernels)} kernels")
@@ -96,6 +138,16 @@ def main() -> None:
             help="Share of the kernel's weights on position features rather than residues",
         ),
         "max_activation": st.column_config.NumberColumn("max activation", format="%.3g"),
+        "attention_share": st.column_config.NumberColumn(
+            "attention share",
+            format="%.2f",
+            help="Share of the rise of the top-attended sequences' attention logits above an average sequence's "
+            "that this kernel carries (integrated gradients; all shares add up to 1, negative = lowers attention)",
+        ),
+        "best_motif": st.column_config.TextColumn("best motif", help="The known motif the weight logo matches best"),
+        "motif_correlation": st.column_config.NumberColumn(
+            "motif r", format="%.2f", help="Pearson correlation of the weight logo with the best motif"
+        ),
     }
     st.dataframe(summary, hide_index=True, column_config=config, width="stretch")
 

@@ -141,7 +141,7 @@ def main() -> None:
         _table(reasons[reasons["rows"] > 0]),
         f"<h2>Top {len(top)} sequences by attention</h2>",
         f"<p class='muted'>Residues of the {len(attributed)} attributed sequences are shaded by their integrated-gradient "
-        f"attribution ({steps} steps, zero baseline), relative to each sequence's strongest residue: red supports '{html.escape(positive)}', blue opposes it; hover for values.</p>",
+        f"attribution to the sequence's attention logit, i.e. why the model attends to it ({steps} steps, zero baseline), relative to each sequence's strongest residue: red raises its attention, blue lowers it; hover for values.</p>",
         top_html,
         "<h2>Attribution logo</h2>",
         f"<p class='muted'>Top {len(attributed)} sequences, each aligned on its highest-attribution 5-residue window.</p>",

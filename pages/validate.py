@@ -7,13 +7,63 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from deeprc_core.motifs import kernel_weight_logo
+from deeprc_core.attribution import EXPLAIN, EXPLAIN_HELP, EXPLAIN_LABELS
+from deeprc_core.motifs import kernel_motif_match, kernel_weight_logo
 from deeprc_core.plots import logo_figure, recall_at_k_figure, recovery_figure
-from deeprc_core.recovery import kernel_motif_match, witness_mask
+from deeprc_core.recovery import witness_mask
 
 TRUTH = {"sample": "Sample truth (truth.tsv)", "regex": "A motif (regex)", "sequences": "Known sequences"}
 DATA = {"patients": "Sample patients", "dataset": "Sample dataset (10 repertoires)", "current": "Current repertoire"}
 PLAIN_MOTIF = re.compile(r"^[ACDEFGHIKLMNPQRSTVWY.]+$")
+CARD_FIGURES = {  # the model card's held-out figures shown here: key -> (label, chance key, help)
+    "witness_motif_mass": (
+        "IG on motif, per witness",
+        "witness_motif_mass_chance",
+        "Mean over the witnesses among the top attributed sequences of each one's positive attribution share on its "
+        "motif residues.",
+    ),
+    "motif_mass": ("IG on motif, pooled", "motif_mass_chance", "All attributed sequences' positive mass together."),
+    "residue_auroc": (
+        "Residue AUROC",
+        None,
+        "Motif residues vs the others by attribution, per witness (0.5 = chance).",
+    ),
+    "auprc": ("AUPRC", None, "Average precision of the attention ranking for the witnesses."),
+    "witness_recall_top1pct": ("Recall in the top 1 %", None, "Witnesses among the top 1 % by attention."),
+    "jaccard_top_n": ("Jaccard top n", None, "Top n by attention vs the n witnesses (AIRR-ML 2025 metric)."),
+}
+
+
+def _model_card_figures(model) -> None:
+    """The model card's held-out validation figures, when the model has a card."""
+    card = (getattr(model, "info", {}) or {}).get("card")
+    held_out = card.get("held_out") if isinstance(card, dict) else None
+    shown = [
+        (k, v)
+        for k, v in CARD_FIGURES.items()
+        if isinstance(held_out, dict) and isinstance(held_out.get(k), (int, float))
+    ]
+    if not shown:
+        return
+    st.subheader("This model's card: held-out figures")
+    cols = st.columns(len(shown))
+    for col, (key, (label, chance, text)) in zip(cols, shown):
+        value = float(held_out[key])
+        delta = f"chance {held_out[chance]:.0%}" if chance and isinstance(held_out.get(chance), (int, float)) else None
+        col.metric(
+            f"Card: {label}", f"{value:.0%}" if chance else f"{value:.3f}", delta=delta, delta_color="off", help=text
+        )
+    target = held_out.get("explain")
+    st.caption(
+        "Measured by scripts/make_demo_model.py on independently simulated repertoires"
+        + (f"; attributions explain: {EXPLAIN_LABELS.get(target, target)}" if target else "")
+        + (
+            "."
+            if "witness_motif_mass" in held_out
+            else ". This card predates the per-witness figures; `scripts/make_demo_model.py --evaluate-only` "
+            "re-measures it."
+        )
+    )
 
 
 def main() -> None:
@@ -21,8 +71,8 @@ def main() -> None:
     model, model_key = ui.current_model()
     st.caption(
         "When you know which sequences carry the signal (witnesses), check the model found them: are they at the top "
-        "of the attention ranking (precision/recall at k, AUPRC), does the attribution mass fall on the motif residues "
-        "(against the chance level), and does a CNN kernel match the motif?"
+        "of the attention ranking (AUPRC, recall at k, Jaccard of the top n), does each witness's attribution fall on "
+        "its motif residues (against the chance level), and does a CNN kernel match the motif?"
     )
 
     truth_kind = (
@@ -107,7 +157,7 @@ def main() -> None:
         ]
         truth = pd.DataFrame(rows, columns=["repertoire", "sequence"])
 
-    cols = st.columns(2)
+    cols = st.columns([1, 1, 2])
     attribute_top = cols[0].slider(
         "Sequences attributed per repertoire (motif mass)",
         0,
@@ -118,6 +168,17 @@ def main() -> None:
         help="0 skips integrated gradients.",
     )
     steps = cols[1].slider("Integration steps", 8, 64, 16, step=8, key="validate_steps")
+    explain = (
+        cols[2].segmented_control(
+            "Attributions explain",
+            EXPLAIN,
+            format_func=EXPLAIN_LABELS.get,
+            default=EXPLAIN[0],
+            key="validate_explain",
+            help="\n".join(f"- **{EXPLAIN_LABELS[e]}** {EXPLAIN_HELP[e]}" for e in EXPLAIN),
+        )
+        or EXPLAIN[0]
+    )
 
     st.caption("Repertoires: " + ", ".join(s.name for s in sources))
     with st.spinner("Scoring and attributing…"):
@@ -130,6 +191,7 @@ def main() -> None:
             attribute_top,
             steps,
             motifs[0] if motifs else None,
+            explain,
         )
     per = report.per_repertoire
     if per.empty:
@@ -137,28 +199,60 @@ def main() -> None:
         st.stop()
 
     summary = report.summary
-    cols = st.columns(5)
+    nan = float("nan")
+    st.markdown("**Attention ranking** (sequence level)")
+    cols = st.columns(7)
     cols[0].metric("Repertoires with witnesses", f"{int(summary['n_positive_repertoires'])}")
     cols[1].metric(
         "Attention AUPRC",
-        f"{summary.get('auprc', float('nan')):.3f}",
+        f"{summary.get('auprc', nan):.3f}",
         help="Average precision of the attention ranking for finding witnesses; chance = the witness share.",
     )
-    cols[2].metric(
+    for col, k in zip(cols[2:5], (10, 100, 1000)):
+        col.metric(
+            f"Recall@{k}",
+            f"{summary.get(f'recall@{k}', nan):.2f}",
+            help=f"Share of the witnesses among the {k} highest-attention sequences.",
+        )
+    cols[5].metric(
+        "Jaccard top n",
+        f"{summary.get('jaccard@n', nan):.2f}",
+        help="The n highest-attention sequences against the n true witnesses: shared / in either (the AIRR-ML "
+        "2025 challenge metric).",
+    )
+    cols[6].metric(
         "Precision@10",
-        f"{summary.get('precision@10', float('nan')):.2f}",
+        f"{summary.get('precision@10', nan):.2f}",
         help="Witnesses among the 10 highest-attention sequences.",
     )
-    recall_key = next((k for k in summary if k.startswith("recall@top")), None)
-    if recall_key:
-        cols[3].metric(recall_key.replace("recall@", "Recall in the "), f"{summary[recall_key]:.2f}")
     if "motif_mass" in summary:
-        cols[4].metric(
-            "IG on motif residues",
+        st.markdown(f"**Residue attributions** ({EXPLAIN_LABELS[report.explain].lower()})")
+        cols = st.columns(4)
+        cols[0].metric(
+            "IG on motif, per witness",
+            f"{summary.get('witness_motif_mass', nan):.0%}",
+            delta=f"chance {summary.get('witness_chance', nan):.0%}",
+            delta_color="off",
+            help="Mean over the witnesses among the attributed sequences of each one's share of positive attribution "
+            "on its motif residues, against a uniform attribution; every witness counts once.",
+        )
+        cols[1].metric(
+            "IG on motif, pooled",
             f"{summary['motif_mass']:.0%}",
             delta=f"chance {summary['chance']:.0%}",
             delta_color="off",
-            help="Share of the positive integrated-gradient mass on motif residues, against a uniform attribution.",
+            help="Share of all attributed sequences' positive mass on motif residues: the sequences with the largest "
+            "attributions dominate it.",
+        )
+        cols[2].metric(
+            "Residue AUROC",
+            f"{summary.get('residue_auroc', nan):.2f}",
+            help="Per witness, how well its residue attributions tell motif residues from the others (0.5 = chance).",
+        )
+        cols[3].metric(
+            "Witnesses attributed",
+            f"{int(summary.get('n_witnesses_attributed', 0))}",
+            help="Witness sequences among the attributed ones, over all repertoires.",
         )
 
     left, right = st.columns(2)
@@ -189,6 +283,19 @@ def main() -> None:
         on_click="ignore",
         key="validate_download",
     )
+    if report.per_witness is not None and len(report.per_witness):
+        with st.expander(f"Per witness ({len(report.per_witness)} attributed witnesses)"):
+            st.dataframe(
+                report.per_witness,
+                hide_index=True,
+                width="stretch",
+                column_config={
+                    "motif_share": st.column_config.ProgressColumn("motif share", min_value=0.0, max_value=1.0),
+                    "chance": st.column_config.NumberColumn(format="%.2f"),
+                    "residue_auroc": st.column_config.NumberColumn("residue AUROC", format="%.2f"),
+                    "total": st.column_config.NumberColumn("summed attribution", format="%.3g"),
+                },
+            )
 
     if motifs and model.config.embedding == "cnn":
         st.subheader("Kernels matching the motif")
@@ -207,6 +314,7 @@ def main() -> None:
                 st.dataframe(match.head(5), hide_index=True, width="stretch")
     elif truth_kind == "sequences":
         st.caption("Kernel matching needs a motif; it is not computed for a list of sequences.")
+    _model_card_figures(model)
 
 
 ui.run_page("Validate", main)

@@ -5,7 +5,9 @@
    seed) with :mod:`deeprc_core.simulate`.
 2. Train DeepRC on the training set (stratified 80/20 split for early stopping).
 3. Measure on the held-out test set: AUC, balanced accuracy, witness precision/recall in the top 1 % by
-   attention, AUPRC, integrated-gradient motif mass (vs chance) and the best kernel-motif match; draw the
+   attention, recall@10/100/1000, AUPRC, Jaccard of the top n with the n witnesses, the integrated-gradient
+   motif mass per witness (the default target, each sequence's attention logit; vs chance) for all three
+   attribution targets, the pooled motif mass, the residue AUROC and the best kernel-motif match; draw the
    kernel logos of the most important kernels.
 4. Save the model with its card (``config.json`` ``info.card``, ``MODEL_CARD.md``, ``card/*.png``).
 
@@ -29,6 +31,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from deeprc_core.attribution import EXPLAIN  # noqa: E402
 from deeprc_core.checkpoint import load_model, save_model  # noqa: E402
 from deeprc_core.dataset import open_dataset  # noqa: E402
 from deeprc_core.io import find_repertoire_files, read_metadata, read_repertoire  # noqa: E402
@@ -71,14 +74,13 @@ def main() -> None:
     parser.add_argument("--evaluate-only", action="store_true", help="re-measure the card of an existing model")
     args = parser.parse_args()
     work, out = Path(args.work), Path(args.out)
-    train_dir = simulate(work, "train_one_motif", TRAIN_SIM)
     test_dir = simulate(work, "test", TEST_SIM)
 
     if args.evaluate_only:
         model = load_model(out, "cpu")
         info = model.info
     else:
-        dataset = open_dataset(train_dir)
+        dataset = open_dataset(simulate(work, "train_one_motif", TRAIN_SIM))
         bar = tqdm(total=TRAINING["max_updates"], desc="training", unit="update")
 
         def _tick(p):
@@ -103,8 +105,14 @@ def main() -> None:
     truth = read_truth(test_dir / "truth.tsv")
     truth = truth.assign(repertoire=truth["repertoire"].map(lambda s: s.split(".")[0]))
     positives = [r for r, label in zip(reps, y) if label == 1]
+    # The default target (each sequence's attention logit) gives the card's figures; the other two targets'
+    # per-witness motif mass is recorded next to it.
     recovery = recovery_report(model, positives, truth, attribute_top=50, n_steps=32, motif=MOTIFS[0])
-    kernels = kernel_motifs(model, positives[:10])
+    by_target = {EXPLAIN[0]: recovery.summary.get("witness_motif_mass")}
+    for explain in EXPLAIN[1:]:
+        other = recovery_report(model, positives, truth, attribute_top=50, n_steps=32, explain=explain, motif=MOTIFS[0])
+        by_target[explain] = other.summary.get("witness_motif_mass")
+    kernels = kernel_motifs(model, positives[:10], motifs=MOTIFS)
     fig = kernel_grid_figure(kernels, kernels=kernels.kernels[:8])
 
     summary = recovery.summary
@@ -122,7 +130,18 @@ def main() -> None:
             "witness_precision_top1pct": summary.get("precision@top1%"),
             "witness_recall_top1pct": summary.get("recall@top1%"),
             "witness_precision_at_10": summary.get("precision@10"),
+            "witness_recall_at_10": summary.get("recall@10"),
+            "witness_recall_at_100": summary.get("recall@100"),
+            "witness_recall_at_1000": summary.get("recall@1000"),
             "auprc": summary.get("auprc"),
+            "jaccard_top_n": summary.get("jaccard@n"),
+            "explain": recovery.explain,
+            "attributed_per_repertoire": 50,
+            "n_witnesses_attributed": summary.get("n_witnesses_attributed"),
+            "witness_motif_mass": summary.get("witness_motif_mass"),
+            "witness_motif_mass_chance": summary.get("witness_chance"),
+            "witness_motif_mass_by_target": by_target,
+            "residue_auroc": summary.get("residue_auroc"),
             "motif_mass": summary.get("motif_mass"),
             "motif_mass_chance": summary.get("chance"),
             "kernel_match_GWQH": summary.get("kernel_match"),
@@ -134,12 +153,18 @@ def main() -> None:
     (out / "card").mkdir(exist_ok=True)
     (out / "card" / "kernels.png").write_bytes(figure_to_bytes(fig, "png"))
     recovery.per_repertoire.to_csv(out / "card" / "recovery_per_repertoire.tsv", sep="\t", index=False)
+    if recovery.per_witness is not None:
+        recovery.per_witness.to_csv(out / "card" / "recovery_per_witness.tsv", sep="\t", index=False)
     (out / "MODEL_CARD.md").write_text(model_card_markdown(card, info))
     print(json.dumps(card["held_out"], indent=2))
 
 
 def _fmt(value) -> str:
     return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
+
+
+def _fmt_count(value) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{int(value):,}"
 
 
 def model_card_markdown(card: dict, info: dict) -> str:
@@ -173,9 +198,25 @@ def model_card_markdown(card: dict, info: dict) -> str:
         f"| witness recall in the top 1 % by attention | {_fmt(h['witness_recall_top1pct'])} |",
         f"| witness precision in the top 1 % | {_fmt(h['witness_precision_top1pct'])} |",
         f"| witness precision@10 | {_fmt(h['witness_precision_at_10'])} |",
+        f"| witness recall@10 / @100 / @1000 | {_fmt(h.get('witness_recall_at_10'))} / "
+        f"{_fmt(h.get('witness_recall_at_100'))} / {_fmt(h.get('witness_recall_at_1000'))} |",
         f"| AUPRC (witness vs attention) | {_fmt(h['auprc'])} |",
-        f"| IG motif mass (chance level) | {_fmt(h['motif_mass'])} ({_fmt(h['motif_mass_chance'])}) |",
+        f"| Jaccard of the top n with the n witnesses | {_fmt(h.get('jaccard_top_n'))} |",
+        f"| IG on motif residues per witness, top {h.get('attributed_per_repertoire', 50)} (chance level) | "
+        f"{_fmt(h.get('witness_motif_mass'))} ({_fmt(h.get('witness_motif_mass_chance'))}) |",
+        "| IG on motif residues per witness, by target: attention / contribution / repertoire | "
+        + " / ".join(_fmt((h.get("witness_motif_mass_by_target") or {}).get(e)) for e in EXPLAIN)
+        + " |",
+        f"| residue AUROC (motif vs other residues, per witness) | {_fmt(h.get('residue_auroc'))} |",
+        f"| IG motif mass pooled over the attributed sequences (chance level) | {_fmt(h['motif_mass'])} "
+        f"({_fmt(h['motif_mass_chance'])}) |",
         f"| best kernel match with GWQH (Pearson r) | {_fmt(h['kernel_match_GWQH'])} |",
+        "",
+        f"Attributions: integrated gradients (target `{h.get('explain', 'attention')}`: each sequence's attention "
+        f"logit; 32 steps, zero baseline) for the {h.get('attributed_per_repertoire', 50)} highest-attention sequences of "
+        "each positive held-out repertoire; the per-witness figure averages, over the "
+        f"{_fmt_count(h.get('n_witnesses_attributed'))} witnesses among them, the share of each one's positive "
+        "attribution on its motif residues.",
         "",
         "![kernel logos](card/kernels.png)",
         "",

@@ -283,6 +283,49 @@ def test_attributions_compare_two_repertoires() -> None:
     assert "patient_B" in negative.value  # the known negative sample patient
 
 
+def test_attributions_answer_each_question_and_score_the_motif_carriers() -> None:
+    at = open_app("pages/attributions.py", timeout=HEAVY_TIMEOUT)
+    assert_clean(at)
+
+    def completeness() -> str:
+        return next(c.value for c in at.caption if c.value.startswith("Completeness"))
+
+    # Default: why each sequence is attended. Patient A carries implanted witnesses: the carriers' own logo and
+    # their per-carrier motif mass are shown.
+    assert at.segmented_control(key="attributions_explain").value == "attention"
+    assert "median relative convergence delta" in completeness()
+    assert len(at.image) >= 3  # logo, enrichment logo, carriers' logo
+    assert float(metric(at, "IG on motif residues, per carrier").rstrip("%")) >= 70
+    at.segmented_control(key="attributions_explain").set_value("contribution").run()
+    assert_clean(at)
+    assert at.warning and "swapped in" in at.warning[0].value  # the fixed-context caveat
+    at.segmented_control(key="attributions_explain").set_value("repertoire").run()
+    assert_clean(at)
+    assert "add up to" in completeness() and not at.warning
+    at.selectbox(key="attributions_normalise").set_value("sum").run()
+    at.text_input(key="attributions_motif").set_value("YW.D").run()
+    assert_clean(at)
+    assert metric(at, "Carriers attributed").split()[0] != "0"
+    at.text_input(key="attributions_motif").set_value("GW(QH").run()
+    assert not at.exception and "not a valid regular expression" in at.error[0].value
+
+
+def test_validate_shows_per_witness_figures_and_kernels_name_their_motifs() -> None:
+    at = open_app("pages/validate.py", timeout=HEAVY_TIMEOUT)
+    assert_clean(at)
+    mass = float(metric(at, "IG on motif, per witness").rstrip("%"))
+    chance = float(next(m.delta for m in at.metric if m.label == "IG on motif, per witness").split()[1].rstrip("%"))
+    assert mass > 2 * chance
+    assert 0.5 <= float(metric(at, "Residue AUROC")) <= 1.0
+    assert 0.0 <= float(metric(at, "Jaccard top n")) <= 1.0 and 0.0 <= float(metric(at, "Recall@1000")) <= 1.0
+    at.segmented_control(key="validate_explain").set_value("repertoire").run()
+    assert_clean(at)
+    at.switch_page("pages/kernel_motifs.py").run()
+    assert_clean(at)
+    assert any(m.value.startswith("**GWQH**") for m in at.markdown)
+    assert {"best_motif", "motif_correlation", "attention_share"} <= set(at.dataframe[0].value.columns)
+
+
 def _has_button(at: AppTest, key: str) -> bool:
     try:
         at.button(key=key)
