@@ -3,47 +3,60 @@
 Data flows one way: :mod:`io` (read files) -> :mod:`dataset` (HDF5 cache) -> :mod:`model` ->
 :mod:`training`; :mod:`scoring` scores whole repertoires; checkpoints live in :mod:`checkpoint`;
 :mod:`attribution`, :mod:`motifs` and :mod:`recovery` explain a model and :mod:`plots` draws it all.
+
+Importing the package is cheap: each public name is imported from its module on first use (module
+``__getattr__``), so a command loads torch, captum or scikit-learn only when it needs them.
 """
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-from deeprc_core.attribution import SequenceAttributions, attribute_sequences
-from deeprc_core.checkpoint import list_models, load_model, read_model_config, save_model
-from deeprc_core.errors import DeepRCError
-from deeprc_core.io import AMINO_ACIDS, ReadReport, Repertoire, read_metadata, read_repertoire
-from deeprc_core.model import DeepRC, DeepRCConfig, TargetSpec, resolve_device
-from deeprc_core.motifs import KernelMotifs, attribution_logo, enrichment_logo, kernel_motifs
-from deeprc_core.recovery import RecoveryReport, ranking_metrics, recovery_report, witness_mask
-from deeprc_core.scoring import RepertoireScore, attention_table, predict, score_repertoire
+_EXPORTS = {  # public name -> module that defines it
+    "SequenceAttributions": "attribution",
+    "attribute_sequences": "attribution",
+    "list_models": "checkpoint",
+    "load_model": "checkpoint",
+    "read_model_config": "checkpoint",
+    "save_model": "checkpoint",
+    "DeepRCError": "errors",
+    "AMINO_ACIDS": "io",
+    "ReadReport": "io",
+    "Repertoire": "io",
+    "read_metadata": "io",
+    "read_repertoire": "io",
+    "DeepRC": "model",
+    "DeepRCConfig": "model",
+    "TargetSpec": "model",
+    "resolve_device": "model",
+    "KernelMotifs": "motifs",
+    "attribution_logo": "motifs",
+    "enrichment_logo": "motifs",
+    "kernel_motifs": "motifs",
+    "RecoveryReport": "recovery",
+    "ranking_metrics": "recovery",
+    "recovery_report": "recovery",
+    "witness_mask": "recovery",
+    "RepertoireScore": "scoring",
+    "attention_table": "scoring",
+    "predict": "scoring",
+    "score_repertoire": "scoring",
+}
 
-__all__ = [
-    "AMINO_ACIDS",
-    "KernelMotifs",
-    "RecoveryReport",
-    "SequenceAttributions",
-    "attribute_sequences",
-    "attribution_logo",
-    "enrichment_logo",
-    "kernel_motifs",
-    "ranking_metrics",
-    "recovery_report",
-    "witness_mask",
-    "DeepRC",
-    "DeepRCConfig",
-    "DeepRCError",
-    "ReadReport",
-    "Repertoire",
-    "RepertoireScore",
-    "TargetSpec",
-    "__version__",
-    "attention_table",
-    "list_models",
-    "load_model",
-    "predict",
-    "read_metadata",
-    "read_model_config",
-    "read_repertoire",
-    "resolve_device",
-    "save_model",
-    "score_repertoire",
-]
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'deeprc_core' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f"deeprc_core.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = ["__version__", *_EXPORTS]

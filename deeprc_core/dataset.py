@@ -24,7 +24,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -37,6 +38,7 @@ from deeprc_core.io import (
     PAD,
     ReadReport,
     Repertoire,
+    check_path,
     decode_sequences,
     find_metadata,
     find_repertoire_files,
@@ -127,6 +129,18 @@ class RepertoireDataset:
             report=ReadReport(**report) if report else ReadReport(source=self.names[i]),
         )
 
+    def encoded(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Repertoire ``i`` as arrays only, for training (no sequence strings are decoded): residue codes
+        ``(N, W)`` padded with ``PAD``, lengths ``(N,)``, counts ``(N,)`` and indices into ``v_vocab`` /
+        ``j_vocab`` ``(N,)``."""
+        s0, s1 = int(self.rep_offsets[i]), int(self.rep_offsets[i + 1])
+        r0, r1 = int(self.res_offsets[i]), int(self.res_offsets[i + 1])
+        lengths = self._slice("lengths", s0, s1).astype(np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        codes = padded_codes(self._slice("residues", r0, r1), starts, lengths)
+        counts = self._slice("counts", s0, s1).astype(np.float32)
+        return codes, lengths, counts, self._slice("v_index", s0, s1), self._slice("j_index", s0, s1)
+
     def sample(self, i: int, n: int, rng: np.random.Generator) -> Repertoire:
         """``n`` sequences of repertoire ``i`` drawn without replacement (all of them when it has fewer)."""
         size = self.n_sequences(i)
@@ -152,6 +166,16 @@ def _vocab_index(calls: np.ndarray, vocab: dict[str, int]) -> np.ndarray:
     return table[codes]
 
 
+@contextmanager
+def _removed_on_failure(path: Path) -> Iterator[None]:
+    """Delete ``path`` when the block fails or is interrupted (Ctrl-C), so no half-written file is left."""
+    try:
+        yield
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
 def _io_string(value) -> object:
     from io import StringIO
 
@@ -175,9 +199,7 @@ def build_cache(
     DeepRCError
         Missing metadata, IDs without files (named), unreadable repertoire files (named).
     """
-    root = Path(dataset_dir)
-    if not root.is_dir():
-        raise DeepRCError(f"Dataset folder {root} does not exist.")
+    root = check_path(dataset_dir, "Dataset folder", want="folder")
     metadata_path = Path(metadata_path) if metadata_path else find_metadata(root)
     files = find_repertoire_files(root)
     meta = read_metadata(metadata_path, files)
@@ -194,7 +216,7 @@ def build_cache(
     tmp = cache_path.with_name(cache_path.name + ".tmp")
     v_vocab, j_vocab = {"": 0}, {"": 0}
     reports = []
-    with h5py.File(tmp, "w") as f:
+    with _removed_on_failure(tmp), h5py.File(tmp, "w") as f:
         grow = {}
         for key, dtype in (("residues", np.uint8), ("lengths", np.uint8), ("counts", np.float32), ("v_index", np.int32), ("j_index", np.int32)):
             grow[key] = f.create_dataset(key, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1 << 16,))

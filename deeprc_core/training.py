@@ -35,6 +35,7 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from deeprc_core.dataset import RepertoireDataset
 from deeprc_core.errors import DeepRCError
+from deeprc_core.io import PAD, decode_sequences
 from deeprc_core.model import DeepRC, DeepRCConfig, TargetSpec, autocast, outputs_to_probabilities, resolve_device
 
 
@@ -48,8 +49,14 @@ class TrainingConfig:
     max_updates: int = 3000  # upper bound on parameter updates
     max_minutes: float | None = 5.0  # wall-clock budget; None = no limit
     batch_size: int = 4  # repertoires per update
-    n_sequences: int = 1000  # sequences sampled per repertoire per update (without replacement)
-    top_fraction: float = 0.1  # share of sampled sequences kept by attention for the gradient pass
+    n_sequences: int | None = None  # sequences ranked per repertoire per update (None = all; else drawn without replacement)
+    n_kept: int = 128  # sequences per repertoire kept by attention (highest first) for the gradient pass
+    top_fraction: float | None = None  # instead of n_kept: share of the ranked sequences kept (the paper: 0.1)
+    full_softmax: bool = True  # non-kept sequences stay in the softmax and the pooled sum as constants, so the
+    # training forward pass equals scoring on the whole repertoire; False = softmax over the kept ones only (the paper)
+    warmup_updates: int = 100  # updates that train only the output network o() before h() and f() are fine-tuned
+    # too (linear probe, then fine-tune: keeps the seeded detectors from being distorted by a random head)
+    seed_kernels: bool = True  # data-driven start: kernels and attention seeded on k-mers enriched in the training labels
     learning_rate: float = 1e-3  # Adam step size
     weight_decay: float = 1e-4  # Adam L2 penalty
     eval_every: int = 25  # updates between validation evaluations
@@ -59,6 +66,54 @@ class TrainingConfig:
     use_genes: bool = False  # learn V/J gene embeddings joined to each sequence's embedding
     seed: int = 0  # seed for splits, sampling and initialisation
     device: str = "auto"  # "auto", "cpu" or "cuda"
+
+    def __post_init__(self) -> None:
+        _check_training_config(self)
+
+
+_COUNTS = {  # whole-number settings: smallest allowed value (None allowed where the field may be None)
+    "max_updates": 1,
+    "batch_size": 1,
+    "n_sequences": 1,
+    "n_kept": 1,
+    "eval_every": 1,
+    "patience": 1,
+    "eval_max_sequences": 1,
+    "seed": 0,
+}
+_OPTIONAL = {"n_sequences", "eval_max_sequences"}
+
+
+def _flag(name: str) -> str:
+    return f"{name} (--{name.replace('_', '-')})"
+
+
+def _check_training_config(cfg: TrainingConfig) -> None:
+    """Refuse settings that would crash, loop or silently save an untrained model (0 updates, a NaN learning
+    rate, a negative time budget), each in a sentence naming the command-line flag."""
+    for name, low in _COUNTS.items():
+        if not hasattr(cfg, name):
+            continue
+        value = getattr(cfg, name)
+        if value is None and name in _OPTIONAL:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise DeepRCError(f"{_flag(name)} must be a whole number of at least {low}, not {value!r}.")
+    for name, positive in (("learning_rate", True), ("weight_decay", False), ("max_minutes", True)):
+        value = getattr(cfg, name)
+        if name == "max_minutes" and value is None:
+            continue
+        ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or value < 0 or (positive and value == 0):
+            need = "a positive number" if positive else "zero or a positive number"
+            raise DeepRCError(f"{_flag(name)} must be {need}, not {value!r}.")
+    top = getattr(cfg, "top_fraction", None)
+    if top is not None and not (isinstance(top, (int, float)) and 0 < top <= 1):
+        raise DeepRCError(f"{_flag('top_fraction')} must lie in (0, 1], not {top!r}.")
+    if not (isinstance(cfg.validation_fraction, (int, float)) and 0 < cfg.validation_fraction < 1):
+        raise DeepRCError(f"validation_fraction must lie strictly between 0 and 1, not {cfg.validation_fraction!r}.")
+    if cfg.task not in ("auto", "binary", "multiclass", "regression"):
+        raise DeepRCError(f"Unknown task '{cfg.task}'; use auto, binary, multiclass or regression.")
 
 
 @dataclass
@@ -93,9 +148,26 @@ def infer_target(metadata: pd.DataFrame, column: str, positive: str | None = Non
         options = ", ".join(c for c in metadata.columns if c not in ("repertoire", "file"))
         raise DeepRCError(f"The metadata has no column '{column}'. Columns: {options}.")
     values = metadata[column].astype(str).str.strip()
-    if (values == "").any() or metadata[column].isna().any():
-        raise DeepRCError(f"Column '{column}' is empty for some repertoires; fill or remove them.")
+    missing = (values == "") | values.isin(_MISSING_LABELS) | metadata[column].isna().to_numpy()
+    if missing.any():
+        names = metadata["repertoire"] if "repertoire" in metadata.columns else pd.Series(metadata.index.astype(str))
+        shown = ", ".join(map(str, names[missing.to_numpy()].head(5))) + (" ..." if missing.sum() > 5 else "")
+        raise DeepRCError(
+            f"Column '{column}' is empty for some repertoires (blank, NaN or NA: {shown}); fill or remove them."
+        )
     distinct = sorted(values.unique())
+    folded: dict[str, list[str]] = {}
+    for value in distinct:
+        folded.setdefault(value.casefold(), []).append(value)
+    clashes = [spelled for spelled in folded.values() if len(spelled) > 1]
+    if clashes and task != "regression":
+        shown = "; ".join(" vs ".join(f"'{v}'" for v in spelled) for spelled in clashes[:3])
+        raise DeepRCError(
+            f"Column '{column}' spells the same label in different ways ({shown}); they would count as different "
+            "classes. Correct the metadata so each label is written one way."
+        )
+    if positive is not None:
+        positive = str(positive).strip()
     if task == "auto":
         numeric = pd.to_numeric(values, errors="coerce")
         if positive is not None or len(distinct) == 2:
@@ -104,6 +176,11 @@ def infer_target(metadata: pd.DataFrame, column: str, positive: str | None = Non
             task = "regression"
         else:
             task = "multiclass"
+    if task in ("binary", "multiclass") and len(distinct) < 2:
+        raise DeepRCError(
+            f"Column '{column}' has only one value ('{distinct[0]}') across the {len(values)} repertoires; training "
+            "needs repertoires of at least two classes."
+        )
     if task == "binary":
         if positive is None:
             if len(distinct) != 2:
@@ -124,6 +201,9 @@ def infer_target(metadata: pd.DataFrame, column: str, positive: str | None = Non
             raise DeepRCError(f"Column '{column}' is not numeric; regression needs numbers.")
         return TargetSpec(column, "regression", [], float(numbers.mean()), float(numbers.std(ddof=0) or 1.0))
     raise DeepRCError(f"Unknown task '{task}'; use auto, binary, multiclass or regression.")
+
+
+_MISSING_LABELS = {"nan", "NaN", "NAN", "NA", "N/A", "n/a", "na", "<NA>", "null", "NULL", "None", "#N/A", "-nan", "-NaN"}
 
 
 def _encode_targets(metadata: pd.DataFrame, spec: TargetSpec) -> np.ndarray:
@@ -175,14 +255,87 @@ def metrics_for(spec: TargetSpec, y_true: np.ndarray, prediction: np.ndarray) ->
     return out
 
 
+@dataclass
+class _EncodedRepertoire:
+    """One repertoire as the model consumes it: codes ``(N, W)``, lengths ``(N,)``, gene indices, counts."""
+
+    codes: np.ndarray  # (N, W) uint8 residue codes, PAD beyond each end
+    lengths: np.ndarray  # (N,) int64
+    v: torch.Tensor | None  # (N,) model V-gene indices (0 = unknown), or None where genes are not used
+    j: torch.Tensor | None  # (N,) model J-gene indices
+    counts: torch.Tensor  # (N,) float32 clone counts
+
+    def subset(self, rows: torch.Tensor) -> _EncodedRepertoire:
+        """The sequences at ``rows`` (a 1-D index tensor)."""
+        idx = rows.numpy()
+        return _EncodedRepertoire(
+            self.codes[idx],
+            self.lengths[idx],
+            self.v[rows] if self.v is not None else None,
+            self.j[rows] if self.j is not None else None,
+            self.counts[rows],
+        )
+
+
+class _Encoded:
+    """Encoded repertoires of a dataset, read on first use and kept (no sequence strings are decoded)."""
+
+    def __init__(self, dataset: RepertoireDataset, model: DeepRC, indices: np.ndarray) -> None:
+        self.dataset = dataset
+        self._cache: dict[int, _EncodedRepertoire] = {}
+        v_map, j_map = model.gene_indices(dataset.v_vocab, dataset.j_vocab)  # dataset vocab -> model index
+        self._v_map, self._j_map = v_map, j_map
+
+    def get(self, i: int) -> _EncodedRepertoire:
+        """Repertoire ``i`` of the dataset."""
+        if i not in self._cache:
+            codes, lengths, counts, v_index, j_index = self.dataset.encoded(i)
+            self._cache[i] = _EncodedRepertoire(
+                codes,
+                lengths,
+                self._v_map[torch.from_numpy(v_index.astype(np.int64))] if self._v_map is not None else None,
+                self._j_map[torch.from_numpy(j_index.astype(np.int64))] if self._j_map is not None else None,
+                torch.from_numpy(counts),
+            )
+        return self._cache[i]
+
+    def arrays(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(codes, lengths)`` of repertoire ``i`` (for k-mer counting)."""
+        rep = self.get(i)
+        return rep.codes, rep.lengths
+
+    def sequences(self, i: int) -> np.ndarray:
+        """Repertoire ``i``'s sequences as strings (diagnostics only)."""
+        return decode_sequences(self.get(i).codes)
+
+
+@dataclass
+class _Selection:
+    """The sequences of one update's repertoires kept for the gradient pass, and the constant rest."""
+
+    codes: torch.Tensor  # (K, W) kept sequences of all repertoires, concatenated
+    lengths: torch.Tensor  # (K,)
+    bag: torch.Tensor  # (K,) repertoire of each kept sequence, in [0, B)
+    v: torch.Tensor | None  # (K,) V-gene indices
+    j: torch.Tensor | None  # (K,) J-gene indices
+    counts: torch.Tensor  # (K,)
+    shift: torch.Tensor  # (B, H) largest attention logit of each repertoire (softmax stabiliser)
+    rest_weight: torch.Tensor  # (B, H) sum of exp(logit - shift) over the sequences not kept
+    rest_sum: torch.Tensor  # (B, H, D) sum of exp(logit - shift) * z over the sequences not kept
+    offered: list[np.ndarray]  # per repertoire: rows ranked (all, or the drawn n_sequences)
+    kept: list[np.ndarray]  # per repertoire: rows kept for the gradient pass
+
+
 class _Trainer:
     """One training run; :func:`train` is its public face."""
 
     def __init__(self, dataset: RepertoireDataset, training: TrainingConfig, model_config: DeepRCConfig | None) -> None:
         self.dataset, self.cfg = dataset, training
         self.device = resolve_device(training.device)
-        if training.batch_size < 1 or training.n_sequences < 1 or not 0 < training.top_fraction <= 1:
-            raise DeepRCError("batch_size and n_sequences must be >= 1 and top_fraction in (0, 1].")
+        if training.batch_size < 1 or training.n_kept < 1 or (training.n_sequences is not None and training.n_sequences < 1):
+            raise DeepRCError("batch_size, n_kept and n_sequences must be at least 1.")
+        if training.top_fraction is not None and not 0 < training.top_fraction <= 1:
+            raise DeepRCError("top_fraction must be in (0, 1].")
         spec = infer_target(dataset.metadata, training.target, training.positive, training.task)
         config = copy.deepcopy(model_config) if model_config is not None else DeepRCConfig()
         config.targets = [asdict(spec)]
@@ -198,6 +351,7 @@ class _Trainer:
             float((1 - t).sum() / max(t.sum(), 1)) if s.kind == "binary" else 1.0 for s, t in zip(self.specs, self.targets)
         ]
         self.stratify = y if self.specs[0].kind != "regression" else None
+        self.seeded_patterns: list[dict] = []
 
     def split(self) -> tuple[np.ndarray, np.ndarray]:
         n = len(self.dataset)
@@ -213,52 +367,134 @@ class _Trainer:
         train_idx, val_idx = train_test_split(indices, test_size=n_val, random_state=self.cfg.seed, stratify=stratify)
         return np.sort(train_idx), np.sort(val_idx)
 
-    def _batch(self, model: DeepRC, indices: np.ndarray, rng: np.random.Generator) -> tuple:
-        """Subsample, reduce by attention (no grad), and assemble the kept sequences of a batch."""
-        codes, lengths, bags, v_all, j_all, counts = [], [], [], [], [], []
-        for b, i in enumerate(indices):
-            rep = self.dataset.sample(int(i), self.cfg.n_sequences, rng)
-            v_idx, j_idx = model.gene_indices(rep.v_call, rep.j_call)
-            counts_t = torch.as_tensor(rep.counts, dtype=torch.float32)
-            keep = max(1, int(math.ceil(self.cfg.top_fraction * len(rep))))
-            if keep < len(rep):
-                with torch.no_grad():
-                    z = model.represent(model.embed(rep.codes, rep.lengths), v_idx, j_idx, counts_t)
-                    score = model.attention_logits(z).amax(dim=1)
-                top = torch.topk(score, keep).indices.cpu().numpy()
-            else:
-                top = np.arange(len(rep))
-            width = int(rep.lengths[top].max())
-            codes.append(torch.as_tensor(rep.codes[top, :width]))
-            lengths.append(torch.as_tensor(rep.lengths[top]))
-            bags.append(torch.full((len(top),), b, dtype=torch.long))
-            counts.append(counts_t[top])
-            v_all.append(v_idx[top] if v_idx is not None else None)
-            j_all.append(j_idx[top] if j_idx is not None else None)
-        width = max(c.shape[1] for c in codes)
-        codes = torch.cat([F.pad(c, (0, width - c.shape[1]), value=20) for c in codes])
-        cat = lambda xs: torch.cat(xs) if xs[0] is not None else None  # noqa: E731
-        return codes, torch.cat(lengths), torch.cat(bags), cat(v_all), cat(j_all), torch.cat(counts)
+    def prepare(self, model: DeepRC, indices: np.ndarray) -> _Encoded:
+        """Encoded repertoires (codes, lengths, gene indices, counts) of ``indices``, read once and kept."""
+        return _Encoded(self.dataset, model, indices)
+
+    def seed(self, model: DeepRC, encoded: _Encoded, train_idx: np.ndarray) -> None:
+        """With ``seed_kernels``, start kernels and attention on k-mers enriched in the training repertoires
+        (:mod:`deeprc_core.seeding`); the validation repertoires are never looked at."""
+        self.seeded_patterns = []
+        if self.cfg.seed_kernels and self.config.embedding == "cnn":
+            from deeprc_core.seeding import enriched_patterns, seed_model
+
+            spec = self.specs[0]
+            patterns = enriched_patterns(
+                lambda k: encoded.arrays(int(train_idx[k])),
+                len(train_idx),
+                self.targets[0][train_idx],
+                spec.kind,
+                max_patterns=self.config.n_kernels // 2,
+                seed=self.cfg.seed,
+            )
+            seed_model(model, patterns)
+            self.seeded_patterns = [{"pattern": p.pattern, "t": round(p.t, 2), "class": p.label} for p in patterns]
+
+    def _n_kept(self, n: int) -> int:
+        if self.cfg.top_fraction is not None:
+            return max(1, min(n, int(math.ceil(self.cfg.top_fraction * n))))
+        return max(1, min(n, self.cfg.n_kept))
 
     @torch.no_grad()
-    def outputs(self, model: DeepRC, indices: np.ndarray) -> torch.Tensor:
+    def select(self, model: DeepRC, encoded: _Encoded, batch: np.ndarray, rng: np.random.Generator) -> _Selection:
+        """Rank each repertoire's sequences by attention (fast path, no gradient) and keep the highest.
+
+        With ``full_softmax`` the sequences not kept are summarised per repertoire and head as constants:
+        ``rest_weight = sum exp(logit - shift)`` and ``rest_sum = sum exp(logit - shift) * z`` ``(H, D)``,
+        so the gradient pass computes exactly the whole-repertoire softmax pooling of scoring.
+        """
+        model.eval()
+        parts: dict[str, list] = {k: [] for k in ("codes", "lengths", "bag", "v", "j", "counts", "offered", "kept")}
+        shifts, rest_weights, rest_sums = [], [], []
+        for b, i in enumerate(batch):
+            rep = encoded.get(int(i))
+            n = len(rep.lengths)
+            cap = self.cfg.n_sequences
+            offered = np.sort(rng.choice(n, size=cap, replace=False)) if cap is not None and cap < n else np.arange(n)
+            rows = torch.from_numpy(offered)
+            sub = rep.subset(rows) if len(offered) < n else rep
+            with autocast(self.device):
+                emb = model.embed(sub.codes, sub.lengths).float()
+            z = model.represent(emb, sub.v, sub.j, sub.counts)  # (n, D)
+            logits = model.attention_logits(z).float()  # (n, H)
+            keep = self._n_kept(len(offered))
+            top = torch.topk(logits.amax(dim=1), keep).indices.sort().values
+            shift = logits.amax(dim=0)  # (H,)
+            if self.cfg.full_softmax and keep < len(offered):
+                weight = torch.exp(logits - shift)  # (n, H)
+                weight[top] = 0.0
+                rest_weights.append(weight.sum(dim=0))  # (H,)
+                rest_sums.append(weight.transpose(0, 1) @ z)  # (H, n) @ (n, D) -> (H, D)
+            else:
+                rest_weights.append(torch.zeros_like(shift))
+                rest_sums.append(z.new_zeros(len(shift), z.shape[1]))
+            shifts.append(shift)
+            kept = sub.subset(top.cpu())
+            width = int(kept.lengths.max())
+            parts["codes"].append(torch.from_numpy(kept.codes[:, :width]))
+            parts["lengths"].append(torch.from_numpy(kept.lengths))
+            parts["bag"].append(torch.full((keep,), b, dtype=torch.long))
+            parts["v"].append(kept.v)
+            parts["j"].append(kept.j)
+            parts["counts"].append(kept.counts)
+            parts["offered"].append(offered)
+            parts["kept"].append(offered[top.cpu().numpy()])
+        width = max(c.shape[1] for c in parts["codes"])
+        codes = torch.cat([F.pad(c, (0, width - c.shape[1]), value=PAD) for c in parts["codes"]])
+        cat = lambda xs: torch.cat(xs) if xs[0] is not None else None  # noqa: E731
+        return _Selection(
+            codes=codes,
+            lengths=torch.cat(parts["lengths"]),
+            bag=torch.cat(parts["bag"]),
+            v=cat(parts["v"]),
+            j=cat(parts["j"]),
+            counts=torch.cat(parts["counts"]),
+            shift=torch.stack(shifts),
+            rest_weight=torch.stack(rest_weights),
+            rest_sum=torch.stack(rest_sums),
+            offered=parts["offered"],
+            kept=parts["kept"],
+        )
+
+    def forward(self, model: DeepRC, sel: _Selection, n_bags: int) -> torch.Tensor:
+        """Differentiable outputs ``(B, n_outputs)`` from the kept sequences (plus the constant rest)."""
+        device = self.device
+        lengths = sel.lengths.to(device)
+        with autocast(device):
+            feats = model.features(sel.codes.to(device), lengths)
+            emb = model.embed_features(feats, lengths)
+        z = model.represent(emb.float(), sel.v, sel.j, sel.counts)  # (K, D)
+        logits = model.attention_logits(z).float()  # (K, H)
+        bag = sel.bag.to(device)
+        e = torch.exp(logits - sel.shift.to(device)[bag])  # (K, H); shift >= every logit of its repertoire
+        n_heads, size = logits.shape[1], z.shape[1]
+        numerator = z.new_zeros(n_bags, n_heads, size).index_add(0, bag, e[:, :, None] * z[:, None, :])  # (B, H, D)
+        numerator = numerator + sel.rest_sum.to(device)
+        denominator = e.new_zeros(n_bags, n_heads).index_add(0, bag, e) + sel.rest_weight.to(device)  # (B, H)
+        pooled = numerator / denominator[:, :, None]
+        return model.output(pooled.reshape(n_bags, -1))  # (B, H * D) -> (B, n_outputs)
+
+    @torch.no_grad()
+    def outputs(self, model: DeepRC, indices: np.ndarray, encoded: _Encoded | None = None) -> torch.Tensor:
         """Full-repertoire outputs ``(n, n_outputs)`` (optionally capped per repertoire, seeded)."""
         model.eval()
+        encoded = encoded or self.prepare(model, indices)
         rng = np.random.default_rng(self.cfg.seed + 1)
         rows = []
+        cap = self.cfg.eval_max_sequences
         for i in indices:
-            cap = self.cfg.eval_max_sequences
-            rep = self.dataset.sample(int(i), cap, rng) if cap else self.dataset.repertoire(int(i))
+            rep = encoded.get(int(i))
+            if cap and cap < len(rep.lengths):
+                rep = rep.subset(torch.from_numpy(np.sort(rng.choice(len(rep.lengths), size=cap, replace=False))))
             with autocast(self.device):
                 emb = model.embed(rep.codes, rep.lengths).float()
-            v_idx, j_idx = model.gene_indices(rep.v_call, rep.j_call)
-            z = model.represent(emb, v_idx, j_idx, torch.as_tensor(rep.counts, dtype=torch.float32))
+            z = model.represent(emb, rep.v, rep.j, rep.counts)
             rows.append(model.outputs_from_representation(z)[0])
         return torch.stack(rows)
 
-    def evaluate(self, model: DeepRC, indices: np.ndarray) -> dict[str, float]:
+    def evaluate(self, model: DeepRC, indices: np.ndarray, encoded: _Encoded | None = None) -> dict[str, float]:
         """Loss and metrics on full repertoires."""
-        outputs = self.outputs(model, indices)
+        outputs = self.outputs(model, indices, encoded)
         targets = [torch.as_tensor(t[indices], device=outputs.device) for t in self.targets]
         result = {"loss": float(_loss(outputs, targets, self.specs, self.pos_weights))}
         preds = outputs_to_probabilities(outputs, self.config)
@@ -281,7 +517,13 @@ class _Trainer:
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         model = DeepRC(self.config).to(self.device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        encoded = self.prepare(model, np.concatenate([train_idx, val_idx]))
+        if resume_from is None:
+            self.seed(model, encoded, train_idx)
+        head = list(model.output.parameters())
+        body = [p for p in model.parameters() if all(p is not q for q in head)]
+        groups = [{"params": head}, {"params": body}]  # o() first: it alone learns during the warm-up
+        optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         history: list[dict] = []
         update, best_loss, best_state, best_eval, stale = 0, math.inf, None, None, 0
         if resume_from is not None:
@@ -311,15 +553,13 @@ class _Trainer:
             if len(order) < cfg.batch_size:
                 order = np.concatenate([order, rng.permutation(train_idx)])
             batch, order = order[: cfg.batch_size], order[cfg.batch_size :]
-            model.eval()  # attention-based reduction: no dropout/batchnorm, no gradient
-            codes, lengths, bag, v_idx, j_idx, counts = self._batch(model, batch, rng)
+            selection = self.select(model, encoded, batch, rng)  # attention-based reduction, no gradient
             model.train()
-            with autocast(self.device):
-                feats = model.features(codes.to(self.device), lengths.to(self.device))
-                outputs = model(feats, lengths, bag, len(batch), v_idx, j_idx, counts)
+            outputs = self.forward(model, selection, len(batch))
             loss = _loss(outputs, [t[batch].to(self.device) for t in targets_t], self.specs, self.pos_weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            optimizer.param_groups[1]["lr"] = cfg.learning_rate if update >= cfg.warmup_updates else 0.0
             optimizer.step()
             update += 1
             running.append(loss.item())
@@ -337,7 +577,7 @@ class _Trainer:
                 on_update(progress)
             if update % cfg.eval_every == 0 or update == cfg.max_updates:
                 evaluation = {"update": update, "train_loss": progress.loss, "elapsed_s": elapsed}
-                evaluation.update({f"val_{k}": v for k, v in self.evaluate(model, val_idx).items()})
+                evaluation.update({f"val_{k}": v for k, v in self.evaluate(model, val_idx, encoded).items()})
                 history.append(evaluation)
                 if evaluation["val_loss"] < best_loss - 1e-6:
                     best_loss, best_state, best_eval, stale = evaluation["val_loss"], copy.deepcopy(model.state_dict()), evaluation, 0
@@ -352,7 +592,7 @@ class _Trainer:
         if best_state is None or (history and history[-1]["update"] != update and reason != "early stopping"):
             # evaluate the last model too, so a run cut short by time or cancel keeps its best
             evaluation = {"update": update, "train_loss": float(np.mean(running[-cfg.eval_every :])) if running else math.nan}
-            evaluation.update({f"val_{k}": v for k, v in self.evaluate(model, val_idx).items()})
+            evaluation.update({f"val_{k}": v for k, v in self.evaluate(model, val_idx, encoded).items()})
             evaluation["elapsed_s"] = time.perf_counter() - start
             history.append(evaluation)
             if evaluation["val_loss"] < best_loss or best_state is None:
@@ -370,6 +610,7 @@ class _Trainer:
             "updates": update,
             "stop_reason": reason,
             "training_seconds": round(time.perf_counter() - start, 1),
+            "seeded_patterns": self.seeded_patterns,
         }
         return TrainingResult(model, history, metrics, train_idx, val_idx, optimizer, state)
 
