@@ -132,7 +132,13 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--baseline", choices=BASELINES, default="zero", help="reference input (default zero)")
     p.add_argument("--target", default=None, help="target to explain (default the model's first)")
-    p.add_argument("--head", type=int, default=None, help="explain only this attention head's contribution")
+    p.add_argument(
+        "--head",
+        type=int,
+        default=None,
+        help="attention head: the one whose logit is explained (--explain attention, default 0), or the only one whose "
+        "contribution is explained (the other targets)",
+    )
     p.add_argument("--batch-size", type=int, default=128, help="sequences per integration batch (default 128)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_attribute)
