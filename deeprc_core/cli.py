@@ -20,22 +20,34 @@ def _add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to compute (auto: GPU when present)")
 
 
+def _check_train_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output that would be lost or would destroy something."""
+    from deeprc_core.checkpoint import check_model_destination, read_model_config, read_training_state
+    from deeprc_core.io import check_path
+
+    if args.cv < 0 or args.cv == 1:
+        raise DeepRCError(f"--cv needs at least 2 folds (or 0 for a single training run), not {args.cv}.")
+    check_path(args.dataset, "Dataset folder", want="folder")
+    if args.cv:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise DeepRCError(f"{out} exists and is not a folder; cross-validation writes {out}/cross_validation.tsv.")
+        if (out / "cross_validation.tsv").exists() and not args.overwrite:
+            raise DeepRCError(f"{out}/cross_validation.tsv already exists; choose another --out, or pass --overwrite.")
+    else:
+        check_model_destination(args.out, args.overwrite)
+    if args.resume:
+        read_model_config(args.resume)
+        read_training_state(args.resume)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from deeprc_core.checkpoint import save_model
     from deeprc_core.dataset import open_dataset
     from deeprc_core.model import DeepRCConfig
     from deeprc_core.training import TrainingConfig, cross_validate, infer_target, train
 
-    with tqdm(total=1, desc="reading repertoires", unit="file", file=sys.stderr) as bar:
-
-        def _progress(done: int, total: int, name: str) -> None:
-            bar.total = total
-            bar.n = done
-            bar.set_postfix_str(name)
-            bar.refresh()
-
-        dataset = open_dataset(args.dataset, max_length=args.max_length, progress=_progress)
-    infer_target(dataset.metadata, args.target, args.positive, args.task)  # fail before any progress bar
+    _check_train_outputs(args)
     training = TrainingConfig(
         target=args.target,
         positive=args.positive,
@@ -54,9 +66,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     model_config = DeepRCConfig(
         kernel_size=args.kernel_size, n_kernels=args.n_kernels, n_layers=args.n_layers, n_heads=args.n_heads,
-        embedding=args.embedding, use_counts=args.use_counts,
+        embedding=args.embedding, use_counts=args.use_counts, max_length=args.max_length,
     )
+    with tqdm(total=1, desc="reading repertoires", unit="file", file=sys.stderr) as bar:
+
+        def _progress(done: int, total: int, name: str) -> None:
+            bar.total = total
+            bar.n = done
+            bar.set_postfix_str(name)
+            bar.refresh()
+
+        dataset = open_dataset(args.dataset, max_length=args.max_length, progress=_progress)
+    spec = infer_target(dataset.metadata, args.target, args.positive, args.task)  # fail before any progress bar
     if args.cv:
+        _check_folds(dataset, spec, args.target, args.cv)
         table = cross_validate(
             dataset, training, model_config, k=args.cv, on_fold=lambda f, row: tqdm.write(f"fold {f}: {row}", file=sys.stderr)
         )
@@ -74,10 +97,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         result = train(dataset, training, model_config, on_update=_on_update, resume_from=args.resume)
     result.model.info["command"] = " ".join(["python -m deeprc_core", *args.argv])
-    save_model(result.model, args.out, optimizer=result.optimizer, training_state=result.state)
+    save_model(result.model, args.out, optimizer=result.optimizer, training_state=result.state, overwrite=args.overwrite)
     metrics = ", ".join(f"{k}={v:.3f}" for k, v in result.metrics.items() if isinstance(v, float))
     print(f"Saved model to {args.out} ({result.state['update']} updates, {result.state['stop_reason']}); validation: {metrics}")
     return 0
+
+
+def _check_folds(dataset, spec, target: str, k: int) -> None:
+    """K-fold cross-validation needs K repertoires, and K of each class when the folds are stratified."""
+    if k > len(dataset):
+        raise DeepRCError(f"--cv {k} needs at least {k} repertoires; this dataset has {len(dataset)}.")
+    if spec.kind != "regression":
+        smallest = dataset.metadata[target].astype(str).str.strip().value_counts().min()
+        if k > smallest:
+            raise DeepRCError(
+                f"--cv {k} needs at least {k} repertoires of every class of '{target}'; the rarest has {smallest}. "
+                "Use fewer folds."
+            )
+
+
+def _check_files(files: list[str]) -> None:
+    """Every input file exists and is a regular file, before a model is loaded or anything is read."""
+    from deeprc_core.io import check_path
+
+    for f in files:
+        check_path(f, "Repertoire file")
 
 
 def _read_files(files: list[str], max_length: int, chain: str | None) -> list:
@@ -95,6 +139,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from deeprc_core.checkpoint import load_model
     from deeprc_core.scoring import predict
 
+    _check_files(args.files)
     model = load_model(args.model, args.device)
     reps = _read_files(args.files, model.config.max_length, args.chain)
     table = predict(model, reps)
@@ -108,6 +153,7 @@ def _cmd_attention(args: argparse.Namespace) -> int:
     from deeprc_core.checkpoint import load_model
     from deeprc_core.scoring import attention_table
 
+    _check_files([args.file])
     model = load_model(args.model, args.device)
     (rep,) = _read_files([args.file], model.config.max_length, args.chain)
     table = attention_table(model, rep)
@@ -127,7 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", required=True, metavar="COLUMN", help="metadata column to predict")
     p.add_argument("--positive", metavar="VALUE", help="value of the positive class (binary target)")
     p.add_argument("--task", default="auto", choices=["auto", "binary", "multiclass", "regression"], help="kind of target (auto: inferred from the column)")
-    p.add_argument("--out", required=True, metavar="MODEL_DIR", help="directory to write the model to")
+    p.add_argument("--out", required=True, metavar="MODEL_DIR", help="directory to write the model to (new or empty)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a model already in --out (its MODEL_CARD.md and card/ go too)"
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same model on CPU)")
     p.add_argument("--max-updates", type=int, default=3000, help="maximum parameter updates")
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget in minutes (default: none)")
@@ -183,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as exc:  # unreadable input, unwritable output
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("error: this machine ran out of memory; use fewer or smaller files, or a smaller model.", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

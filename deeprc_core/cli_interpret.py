@@ -16,7 +16,7 @@ from tqdm import tqdm
 from deeprc_core.attribution import BASELINES, EXPLAIN, EXPLAIN_HELP, EXPLAIN_LABELS, attribute_sequences
 from deeprc_core.checkpoint import load_model
 from deeprc_core.errors import DeepRCError
-from deeprc_core.io import Repertoire, find_repertoire_files, read_repertoire
+from deeprc_core.io import Repertoire, check_path, find_repertoire_files, read_repertoire
 from deeprc_core.model import DeepRC
 from deeprc_core.motifs import kernel_motifs
 
@@ -29,8 +29,18 @@ def _read(path: Path, model: DeepRC) -> Repertoire:
     return read_repertoire(path, max_length=model.config.max_length)
 
 
+def _at_least_one(args: argparse.Namespace, *names: str) -> None:
+    """Whole-number options that must be 1 or more (0 or a negative number would crash or silently cut)."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise DeepRCError(f"--{name.replace('_', '-')} must be at least 1, not {value}.")
+
+
 def run_attribute(args: argparse.Namespace) -> int:
     """``attribute``: integrated gradients of the top-attended sequences of one repertoire, as a TSV."""
+    _at_least_one(args, "top", "steps", "batch_size")
+    check_path(args.file, "Repertoire file")
     model = load_model(args.model, device=_device(args))
     repertoire = _read(Path(args.file), model)
     top = min(args.top, len(repertoire))
@@ -69,10 +79,8 @@ def _repertoires(data: str | None, model: DeepRC, quiet: bool) -> list[Repertoir
         files = find_repertoire_files(path)
         if not files:
             raise DeepRCError(f"Folder {path} holds no repertoire files (.tsv, .csv, .txt, optionally .gz).")
-    elif path.is_file():
-        files = [path]
     else:
-        raise DeepRCError(f"{path} is neither a repertoire file nor a folder of them.")
+        files = [check_path(path, "Repertoire file (--data)")]
     return [_read(f, model) for f in tqdm(files, desc="reading", unit="file", disable=quiet)]
 
 
@@ -80,6 +88,7 @@ def run_motifs(args: argparse.Namespace) -> int:
     """``motifs``: per-kernel weight and activation logos (TSV matrices, PNG and SVG) and an importance table."""
     from deeprc_core.plots import figure_to_bytes, logo_figure
 
+    _at_least_one(args, "top_n", "kernels")
     model = load_model(args.model, device=_device(args))
     if model.config.embedding != "cnn":
         raise DeepRCError("Kernel motifs exist only for CNN models; this model embeds sequences with an LSTM.")

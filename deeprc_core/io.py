@@ -25,9 +25,13 @@ The hot path is vectorised: no Python loop runs per sequence.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io as _io
+import math
 import os
+import stat
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -52,7 +56,13 @@ _LUT = np.full(256, _INVALID, dtype=np.uint8)  # byte -> residue code
 for _i, _aa in enumerate(AMINO_ACIDS):
     _LUT[ord(_aa)] = _i
     _LUT[ord(_aa.lower())] = _i
-_LUT[0] = PAD  # numpy's fixed-width bytes pad short strings with NUL
+_PADDED_LUT = _LUT.copy()  # the same, for numpy's fixed-width bytes, which pad short strings with NUL
+_PADDED_LUT[0] = PAD  # (inside a file a NUL byte is never a residue: it stays invalid in _LUT)
+DEFAULT_MAX_FILE_BYTES = 1 << 30  # decompressed bytes one repertoire file may hold (DEEPRC_MAX_FILE_MB)
+DEFAULT_MAX_ROWS = 10_000_000  # data rows one repertoire file may hold (DEEPRC_MAX_ROWS)
+MAX_METADATA_BYTES = 64 << 20  # a metadata table has one short row per repertoire
+MAX_CLONE_COUNT = 1e12  # larger counts are impossible (a human holds about 10^12 T cells): such rows are dropped
+_MAX_FIELD_CHARS = 256  # gene and flag values are cut to this length while reading (real ones are far shorter)
 _NON_PRODUCTIVE = {"F", "FALSE", "0", "OUT", "STOP", "NO", "N", "NONPRODUCTIVE", "NON-PRODUCTIVE"}
 _MISSING_GENE = {"", "NAN", "NONE", "NA", "N/A", "UNRESOLVED", "UNKNOWN", "-"}
 
@@ -140,9 +150,9 @@ class ReadReport:
     n_other_chain: int = 0  # 10x rows of a chain other than the one asked for
     n_nonproductive: int = 0  # rows flagged non-productive (frame shift, stop codon)
     n_empty: int = 0  # rows with an empty sequence
-    n_invalid: int = 0  # rows with characters outside the 20 amino acids (*, _, X, digits, ...)
+    n_invalid: int = 0  # rows with characters outside the 20 amino acids (*, _, X, digits, NUL bytes, ...)
     n_too_long: int = 0  # rows longer than the maximum length
-    n_bad_count: int = 0  # rows whose count is zero or negative
+    n_bad_count: int = 0  # rows whose count is zero, negative, infinite or above MAX_CLONE_COUNT (1e12)
     n_duplicates_merged: int = 0  # rows merged into an identical (sequence, V, J) row, counts summed
     n_lowercase: int = 0  # kept rows written in lowercase and uppercased
     n_counts_missing: int = 0  # rows with a blank count, set to 1
@@ -171,7 +181,7 @@ class ReadReport:
             ("empty sequence", self.n_empty),
             ("characters outside the 20 amino acids", self.n_invalid),
             (f"longer than {self.max_length} residues", self.n_too_long),
-            ("zero or negative count", self.n_bad_count),
+            ("zero, negative, infinite or impossibly large (> 1e12) count", self.n_bad_count),
             ("duplicates merged (counts summed)", self.n_duplicates_merged),
             ("blank or non-numeric count set to 1", self.n_counts_missing),
             ("distinct sequences kept", self.n_kept),
@@ -187,7 +197,7 @@ class ReadReport:
             (self.n_empty, "empty"),
             (self.n_invalid, "with characters outside the 20 amino acids"),
             (self.n_too_long, f"longer than {self.max_length} residues"),
-            (self.n_bad_count, "with a zero or negative count"),
+            (self.n_bad_count, "with a zero or negative count, or an infinite or impossibly large one (> 1e12)"),
         ]:
             if n:
                 parts.append(f"{n:,} {what}")
@@ -247,17 +257,162 @@ def repertoire_name(path: str | os.PathLike) -> str:
     return name
 
 
-def _source_bytes_and_name(source: Source, name: str | None) -> tuple[object, str, bool]:
-    """Return something pandas can read, a display name, and whether it is gzip-compressed."""
+_KINDS = {
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def check_path(path: str | os.PathLike, what: str, want: str = "file") -> Path:
+    """``path`` as a :class:`~pathlib.Path` when it is an existing regular file (``want="file"``) or folder
+    (``want="folder"``); otherwise a :class:`DeepRCError` that says what it is instead (missing, a folder, a
+    file, a named pipe, a broken or looping symbolic link, unreadable).
+
+    ``what`` names the path in the message, e.g. ``"Repertoire file"`` or ``"Model folder"``.
+    """
+    path = Path(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise DeepRCError(f"{what} {path} is a symbolic link to {os.readlink(path)}, which does not exist.") from None
+        raise DeepRCError(f"{what} {path} does not exist.") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DeepRCError(f"{what} {path} is a symbolic link that loops back on itself; it leads to no file.") from None
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise DeepRCError(f"{what} {path} cannot be read: permission denied.") from None
+        raise DeepRCError(f"{what} {path} cannot be opened ({exc.strerror or exc}).") from None
+    if want == "file" and stat.S_ISREG(info.st_mode):
+        return path
+    if want == "folder" and stat.S_ISDIR(info.st_mode):
+        return path
+    if stat.S_ISDIR(info.st_mode):
+        raise DeepRCError(f"{what} {path} is a folder, not a file; give the file(s) inside it.")
+    if stat.S_ISREG(info.st_mode):
+        raise DeepRCError(f"{what} {path} is a file, not a folder.")
+    kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+    raise DeepRCError(f"{what} {path} is {kind}, not a regular {want}; save the data to a {want} first.")
+
+
+def _env_limit(variable: str, default: int, scale: float = 1.0) -> int:
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number <= 0:
+        raise DeepRCError(f"{variable}={value!r} is not a positive number.")
+    return int(number * scale)
+
+
+def file_limits() -> tuple[int, int]:
+    """``(max_bytes, max_rows)`` one repertoire file may hold once decompressed: 1 GiB and 10 million rows,
+    or the values of the environment variables ``DEEPRC_MAX_FILE_MB`` and ``DEEPRC_MAX_ROWS``."""
+    return (
+        _env_limit("DEEPRC_MAX_FILE_MB", DEFAULT_MAX_FILE_BYTES, 1 << 20),
+        _env_limit("DEEPRC_MAX_ROWS", DEFAULT_MAX_ROWS),
+    )
+
+
+class _LimitExceeded(Exception):
+    """A file outgrew its byte limit while it streamed."""
+
+
+class _CappedStream(_io.RawIOBase):
+    """A binary stream (decompressing when ``gz``) that hands out at most ``limit`` bytes, so a small gzip
+    that inflates to gigabytes is stopped while it streams, before it is parsed or held.
+
+    It never raises inside a read: pyarrow reads it from a background thread, and an exception (or an
+    abandoned reader) there aborts the process at exit. Past the limit, on a decompression error, or once
+    :meth:`stop` is called it reports end-of-file instead and remembers why; :meth:`check` raises that.
+    """
+
+    def __init__(self, raw: BinaryIO, gz: bool, limit: int) -> None:
+        super().__init__()
+        self._raw = raw
+        self._stream = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
+        self.limit, self.total = limit, 0
+        self.exceeded, self.stopped, self.error = False, False, None
+
+    def readable(self) -> bool:
+        return True
+
+    def stop(self) -> None:
+        """Report end-of-file from now on (the caller has seen enough)."""
+        self.stopped = True
+
+    def readinto(self, buffer) -> int:
+        if self.stopped or self.exceeded or self.error is not None:
+            return 0
+        try:
+            view = memoryview(buffer)[: self.limit - self.total + 1]  # one byte past the limit tells it apart
+            n = self._stream.readinto(view) or 0
+        except Exception as exc:  # noqa: BLE001 - kept and raised by check(), outside pyarrow's thread
+            self.error = exc
+            return 0
+        self.total += n
+        if self.total > self.limit:
+            self.exceeded = True
+            return 0
+        return n
+
+    def check(self) -> None:
+        """Raise what stopped the stream early: :class:`_LimitExceeded` or the decompression error."""
+        if self.exceeded:
+            raise _LimitExceeded()
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        if self._stream is not self._raw:
+            self._stream.close()
+        self._raw.close()
+        super().close()
+
+
+@dataclass
+class _Source:
+    """Where a repertoire's bytes come from: reopened for each pass (header, then the table)."""
+
+    name: str  # display name
+    path: Path | None = None  # file on disk
+    data: bytes | None = None  # or the bytes of an upload
+    gz: bool = False  # gzip-compressed (from the magic bytes, not the extension)
+    max_bytes: int = DEFAULT_MAX_FILE_BYTES  # decompressed bytes allowed
+
+    def open(self) -> _CappedStream:
+        raw = open(self.path, "rb") if self.path is not None else _io.BytesIO(self.data)
+        return _CappedStream(raw, self.gz, self.max_bytes)
+
+    def too_large(self) -> DeepRCError:
+        limit = f"{self.max_bytes / 2**20:,.0f} MB"
+        how = " once decompressed" if self.gz else ""
+        return DeepRCError(
+            f"{self.name} holds more than {limit}{how}, the limit for one repertoire file. Split it into smaller "
+            "files, or raise the limit with the environment variable DEEPRC_MAX_FILE_MB (command line)."
+        )
+
+
+def _open_source(source: Source, name: str | None, max_bytes: int) -> _Source:
+    """Check a source and say how to (re)open it: a path, the raw bytes of an upload, or a file object."""
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise DeepRCError(f"Repertoire file {path} does not exist.")
+        path = check_path(source, "Repertoire file")
         if path.stat().st_size == 0:
             raise DeepRCError(f"{path.name} is empty: it holds no sequences.")
-        with open(path, "rb") as fh:
-            magic = fh.read(2)
-        return str(path), name or path.name, magic == b"\x1f\x8b"
+        try:
+            with open(path, "rb") as fh:
+                magic = fh.read(2)
+        except PermissionError:
+            raise DeepRCError(f"Repertoire file {path} cannot be read: permission denied.") from None
+        src = _Source(name or path.name, path=path, gz=magic == b"\x1f\x8b", max_bytes=max_bytes)
+        if not src.gz and path.stat().st_size > max_bytes:
+            raise src.too_large()
+        return src
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     elif hasattr(source, "read"):
@@ -265,38 +420,44 @@ def _source_bytes_and_name(source: Source, name: str | None) -> tuple[object, st
         if hasattr(source, "seek"):
             source.seek(0)
         name = name or getattr(source, "name", None)
+        if not isinstance(data, (bytes, bytearray)):
+            raise DeepRCError(f"{name or 'The upload'} was opened as text; open it in binary mode ('rb').")
     else:
         raise DeepRCError(f"Cannot read a repertoire from an object of type {type(source).__name__}.")
-    name = name or "uploaded file"
+    name = str(name or "uploaded file")
     if not data:
         raise DeepRCError(f"{name} is empty: it holds no sequences.")
-    return _io.BytesIO(data), name, data[:2] == b"\x1f\x8b"
+    src = _Source(name, data=bytes(data), gz=data[:2] == b"\x1f\x8b", max_bytes=max_bytes)
+    if not src.gz and len(data) > max_bytes:
+        raise src.too_large()
+    return src
 
 
-def _first_line(handle: object, gz: bool, name: str) -> str:
+def _damaged(source: _Source, exc: BaseException) -> DeepRCError:
+    return DeepRCError(
+        f"{source.name} looks gzip-compressed but is damaged or truncated and cannot be decompressed ({exc})."
+    )
+
+
+def _first_line(source: _Source) -> str:
     try:
-        if isinstance(handle, str):
-            raw = gzip.open(handle, "rb") if gz else open(handle, "rb")
-        else:
-            handle.seek(0)
-            raw = gzip.GzipFile(fileobj=handle) if gz else handle
-        try:
-            line = raw.readline(1 << 20)
-        finally:
-            if isinstance(handle, str):
-                raw.close()
-            else:
-                handle.seek(0)
-    except (OSError, EOFError) as exc:
-        raise DeepRCError(f"{name} looks gzip-compressed but cannot be decompressed ({exc}).") from exc
+        with source.open() as stream:
+            line = _io.BufferedReader(stream, 1 << 16).readline(1 << 20)
+            stream.check()
+    except _LimitExceeded:
+        raise source.too_large() from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise _damaged(source, exc) from exc
     try:
         text = line.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DeepRCError(
-            f"{name} is not a text table (it is not UTF-8). Upload a TSV/CSV file, optionally gzip-compressed."
+            f"{source.name} is not a text table (it is not UTF-8). Upload a TSV/CSV file, optionally gzip-compressed."
         ) from exc
     if not text.strip():
-        raise DeepRCError(f"{name} is empty: its first line is blank.")
+        raise DeepRCError(f"{source.name} is empty: its first line is blank.")
+    if "\0" in text:
+        raise DeepRCError(f"{source.name} is not a text table: its first line holds NUL bytes.")
     return text.rstrip("\r\n")
 
 
@@ -338,37 +499,107 @@ def _normalise_genes(column: pa.ChunkedArray | None, rows: np.ndarray) -> tuple[
     return names[code_of_value][picked], code_of_value[picked].astype(np.int64)
 
 
-def _read_table(handle: object, gz: bool, display: str, sep: str, names: list[str], wanted: dict[str, str], has_header: bool):
-    """Parse the wanted columns with pyarrow's multithreaded CSV reader."""
-    types = {c: pa.binary() if role == "sequence" else pa.string() for c, role in wanted.items() if role != "count"}
-    count_cols = [c for c, role in wanted.items() if role == "count"]
-
-    def _parse(count_type):
-        stream = pa.input_stream(handle if isinstance(handle, str) else pa.py_buffer(handle.getvalue()), compression="gzip" if gz else None)
-        return pacsv.read_csv(
+def _read_table(
+    source: _Source, sep: str, names: list[str], wanted: dict[str, str], has_header: bool, max_length: int, max_rows: int
+) -> pa.Table:
+    """Stream the wanted columns batch by batch, stopping as soon as the file outgrows ``max_rows`` rows or its
+    byte limit. Each batch is made compact at once (see :func:`_compact_batch`), so what is held stays small
+    whatever the file holds. Returns a table whose columns are named by role (``sequence``, ``count``, ...)."""
+    types = {c: pa.binary() if role == "sequence" else pa.string() for c, role in wanted.items()}
+    batches, n_rows, failure = [], 0, None
+    stream = source.open()
+    try:
+        reader = pacsv.open_csv(
             stream,
             read_options=pacsv.ReadOptions(column_names=names, skip_rows=int(has_header), block_size=1 << 22),
             parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=False),
             convert_options=pacsv.ConvertOptions(
                 include_columns=list(wanted),
-                column_types={**types, **{c: count_type for c in count_cols}},
+                column_types=types,
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=True,
             ),
         )
-
-    try:
         try:
-            return _parse(pa.float64())
-        except pa.ArrowInvalid:
-            if not count_cols:
-                raise
-            return _parse(pa.string())  # counts with text in them: coerce below
-    except (pa.ArrowInvalid, OSError, EOFError) as exc:
-        msg = str(exc).split("\n")[0]
-        if "Could not skip initial" in msg:
-            raise DeepRCError(f"{display} has a header but no sequences.") from exc
-        raise DeepRCError(f"Could not parse {display}: {msg}. Check that it is a tab- or comma-separated table.") from exc
+            for batch in reader:
+                n_rows += batch.num_rows
+                if n_rows > max_rows:
+                    stream.stop()  # the read-ahead then ends: a reader must finish, never be abandoned
+                    continue
+                batches.append(_compact_batch(batch, wanted, max_length))
+        finally:
+            stream.stop()
+            try:
+                for _ in reader:
+                    pass
+            except Exception:  # noqa: BLE001 - the first failure is the one reported
+                pass
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, EOFError, zlib.error) as exc:
+        failure = exc
+    finally:
+        stream.close()
+    if stream.exceeded:
+        raise source.too_large()
+    if stream.error is not None:
+        if source.gz:
+            raise _damaged(source, stream.error) from stream.error
+        raise DeepRCError(f"{source.name} could not be read ({stream.error}).") from stream.error
+    if failure is not None:
+        msg = str(failure).split("\n")[0]
+        if "Empty CSV file" in msg or "Could not skip initial" in msg:
+            raise DeepRCError(f"{source.name} has a header but no sequences.") from failure
+        raise DeepRCError(
+            f"Could not parse {source.name}: {msg}. Check that it is a tab- or comma-separated table."
+        ) from failure
+    if n_rows > max_rows:
+        raise DeepRCError(
+            f"{source.name} has more than the {max_rows:,} allowed rows for one repertoire file. Split "
+            "it, or raise the limit with the environment variable DEEPRC_MAX_ROWS (command line)."
+        )
+    roles = [wanted[c] for c in wanted]
+    if not batches:
+        return pa.table({role: pa.array([], pa.float64() if role == "count" else pa.binary()) for role in roles})
+    return pa.Table.from_batches(batches)
+
+
+def _compact_batch(batch: pa.RecordBatch, wanted: dict[str, str], max_length: int) -> pa.RecordBatch:
+    """One parsed batch made small: junctions longer than ``max_length`` replaced by a stand-in that is dropped
+    for the same reason (too long, or invalid characters), counts parsed to numbers, other text columns cut to
+    a few hundred characters and dictionary-encoded. Nothing the report counts changes."""
+    arrays, roles = [], []
+    for column, role in wanted.items():
+        values = batch.column(column)
+        if role == "sequence":
+            values = _shorten_long_rows(_trim_spaced_rows(values), max_length)
+        elif role == "count":
+            values = _parse_counts(values)
+        else:
+            values = pc.dictionary_encode(pc.utf8_slice_codeunits(values, 0, _MAX_FIELD_CHARS))
+        arrays.append(values)
+        roles.append(role)
+    return pa.RecordBatch.from_arrays(arrays, names=roles)
+
+
+def _parse_counts(values: pa.Array) -> pa.Array:
+    """Count text -> float64 (blank or non-numeric -> null); ``1e400`` becomes inf and is dropped later."""
+    try:
+        return pc.cast(values, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        numbers = pd.to_numeric(pd.Series(values.to_pylist(), dtype=object).str.strip(), errors="coerce")
+        return pa.array(numbers.to_numpy(dtype=np.float64), pa.float64(), from_pandas=True)
+
+
+def _shorten_long_rows(column: pa.Array, max_length: int) -> pa.Array:
+    """Replace every junction longer than ``max_length`` by ``*`` (when it holds a character outside the
+    alphabet) or by ``max_length + 1`` letters (otherwise): both are dropped for the reason the original would
+    be, and a file of huge fields can no longer fill the memory."""
+    offsets, flat = _offsets_and_bytes(column)
+    too_long = np.diff(offsets) > max_length
+    if not too_long.any():
+        return column
+    invalid = _row_any(_LUT[flat] == _INVALID, offsets)[too_long]
+    stand_ins = pa.array(np.where(invalid, b"*", b"A" * (max_length + 1)).tolist(), pa.binary())
+    return pc.replace_with_mask(column, pa.array(too_long), stand_ins)
 
 
 def _row_any(flags: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -393,7 +624,8 @@ def _trim_spaced_rows(column: pa.Array) -> pa.Array:
     _, flat = _offsets_and_bytes(column)
     if not np.isin(flat, (9, 32)).any():
         return column
-    return pc.utf8_trim_whitespace(column.cast(pa.string())).cast(pa.binary())
+    # a view, not a cast: the bytes need not be valid UTF-8 (such rows are dropped as invalid later)
+    return pc.ascii_trim_whitespace(column.view(pa.string())).view(pa.binary())
 
 
 def padded_codes(flat_codes: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -412,9 +644,11 @@ def padded_codes(flat_codes: np.ndarray, starts: np.ndarray, lengths: np.ndarray
 
 def _categories(column: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:
     """Distinct values of a low-cardinality string column and each row's index into them (nulls -> '')."""
-    encoded = pc.dictionary_encode(pc.fill_null(column, "")).combine_chunks()
-    values = [str(v) for v in encoded.dictionary.to_pylist()] or [""]
-    return values, encoded.indices.to_numpy(zero_copy_only=False)
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
+    encoded = column.unify_dictionaries().combine_chunks()
+    values = [str(v) for v in encoded.dictionary.to_pylist()] + [""]
+    return values, pc.fill_null(encoded.indices, len(values) - 1).to_numpy(zero_copy_only=False)
 
 
 def _merge_duplicates(
@@ -455,6 +689,7 @@ def read_repertoire(
     max_length: int = DEFAULT_MAX_LENGTH,
     chain: str | None = None,
     max_rows: int | None = None,
+    max_bytes: int | None = None,
 ) -> Repertoire:
     """Read, clean and encode one repertoire file.
 
@@ -469,8 +704,10 @@ def read_repertoire(
     chain
         For 10x contig annotations: the locus to keep (``TRB``, ``TRA``, ``IGH``, ...). Defaults to TRB,
         or IGH when the file holds no TRB rows.
-    max_rows
-        Refuse files with more data rows than this (protects a web server from huge uploads).
+    max_rows, max_bytes
+        Refuse files with more data rows, or more bytes once decompressed, than this; checked while the file
+        streams, so a small gzip that inflates to gigabytes is stopped early. Defaults: :func:`file_limits`
+        (10 million rows, 1 GiB).
 
     Returns
     -------
@@ -482,8 +719,11 @@ def read_repertoire(
     DeepRCError
         Empty, unreadable or unrecognised files, or files in which no sequence survives cleaning.
     """
-    handle, display, gz = _source_bytes_and_name(source, name)
-    header = _first_line(handle, gz, display)
+    default_bytes, default_rows = file_limits()
+    max_rows = default_rows if max_rows is None else max_rows
+    src = _open_source(source, name, default_bytes if max_bytes is None else max_bytes)
+    display = src.name
+    header = _first_line(src)
     sep = "\t" if "\t" in header else ","
     columns = [c.strip().strip('"') for c in header.split(sep)]
     fmt = _detect(columns, display)
@@ -509,19 +749,19 @@ def read_repertoire(
                 wanted[col] = key
         if fmt.chain:
             wanted[fmt.chain] = "chain"
+        repeated = sorted({c for c in wanted if columns.count(c) > 1})
+        if repeated:
+            report.notes.append(
+                f"The header names the column{'s' if len(repeated) > 1 else ''} {', '.join(repeated)} more than once; "
+                "the first (leftmost) of each was used."
+            )
         if fmt.sequence[0] == "cdr3_aa":
             report.notes.append(
                 "This AIRR file has no junction_aa column; its cdr3_aa sequences lack the conserved C and "
                 "F/W that the model was trained with."
             )
-    table = _read_table(handle, gz, display, sep, names, wanted, has_header)
-    table = table.rename_columns([wanted[c] for c in table.column_names])
+    table = _read_table(src, sep, names, wanted, has_header, max_length, max_rows)
     n = table.num_rows
-    if max_rows is not None and n > max_rows:
-        raise DeepRCError(
-            f"{display} has {n:,} rows, more than the {max_rows:,} allowed here. Use the command line "
-            "(python -m deeprc_core predict ...) for larger repertoires."
-        )
     report.n_rows = n
     if n == 0:
         raise DeepRCError(f"{display} has a header but no sequences.")
@@ -561,15 +801,11 @@ def read_repertoire(
     keep &= ~too_long
 
     if "count" in table.column_names:
-        count_col = table["count"]
-        if pa.types.is_floating(count_col.type):
-            counts = count_col.to_numpy().astype(np.float64)
-        else:
-            counts = np.array(pd.to_numeric(pd.Series(count_col.to_numpy(zero_copy_only=False)), errors="coerce"), dtype=np.float64)
+        counts = np.array(pc.fill_null(table["count"], math.nan).to_numpy(), dtype=np.float64)
         missing = np.isnan(counts) & keep
         report.n_counts_missing = int(missing.sum())
         counts[missing] = 1.0
-        bad = (counts <= 0) & keep
+        bad = ~((counts > 0) & (counts <= MAX_CLONE_COUNT)) & keep  # zero, negative, infinite or impossible
         report.n_bad_count = int(bad.sum())
         keep &= ~bad
     else:
@@ -632,9 +868,10 @@ def encode_sequences(sequences: list[str] | np.ndarray, max_length: int = DEFAUL
         raw = upper.to_numpy(dtype=object).astype(f"S{int(lengths.max())}")
     except UnicodeEncodeError as exc:
         raise DeepRCError("Sequences may only contain the 20 amino-acid letters.") from exc
-    codes = _LUT[raw.view(np.uint8).reshape(len(raw), -1)]
-    if (codes == _INVALID).any():
-        bad = upper[(codes == _INVALID).any(axis=1)].iloc[0]
+    codes = _PADDED_LUT[raw.view(np.uint8).reshape(len(raw), -1)]
+    nul = upper.str.contains("\0", regex=False).to_numpy()  # a NUL inside a string is not padding
+    if nul.any() or (codes == _INVALID).any():
+        bad = upper[nul | (codes == _INVALID).any(axis=1)].iloc[0].replace("\0", "\\0")
         raise DeepRCError(f"Sequence '{bad}' contains characters outside the 20 amino acids ({AMINO_ACIDS}).")
     return codes, lengths.astype(np.int16)
 
@@ -654,18 +891,21 @@ def decode_sequences(codes: np.ndarray) -> np.ndarray:
 # Metadata: which repertoire file belongs to which sample and label.
 
 
+_REPERTOIRE_EXTENSIONS = (".tsv", ".csv", ".txt", ".tsv.gz", ".csv.gz", ".txt.gz", ".tab", ".tab.gz")
+
+
+def is_repertoire_file_name(name: str) -> bool:
+    """Whether a file name is one :func:`find_repertoire_files` picks up (a table, not metadata or truth)."""
+    return name.lower().endswith(_REPERTOIRE_EXTENSIONS) and not name.startswith(("metadata", "truth", "."))
+
+
 def find_repertoire_files(directory: str | os.PathLike) -> list[Path]:
     """Repertoire files directly in ``directory`` or under ``directory/repertoires``, sorted."""
     root = Path(directory)
     folders = [root / "repertoires", root] if (root / "repertoires").is_dir() else [root]
-    exts = (".tsv", ".csv", ".txt", ".tsv.gz", ".csv.gz", ".txt.gz", ".tab", ".tab.gz")
     files = []
     for folder in folders:
-        files += [
-            p
-            for p in sorted(folder.iterdir())
-            if p.is_file() and p.name.lower().endswith(exts) and not p.name.startswith(("metadata", "truth", "."))
-        ]
+        files += [p for p in sorted(folder.iterdir()) if p.is_file() and is_repertoire_file_name(p.name)]
     return files
 
 
@@ -687,19 +927,22 @@ def read_metadata(path: str | os.PathLike, repertoire_files: list[Path] | None =
     DeepRCError
         Missing file, no rows, duplicate IDs, IDs without a file (named in the message).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DeepRCError(f"Metadata file {path} does not exist.")
+    path = check_path(path, "Metadata file")
     if path.stat().st_size == 0:
         raise DeepRCError(f"Metadata file {path.name} is empty.")
+    if path.stat().st_size > MAX_METADATA_BYTES:
+        raise DeepRCError(
+            f"Metadata file {path.name} is larger than {MAX_METADATA_BYTES >> 20} MB; a metadata table holds one short "
+            "row per repertoire. Is it a repertoire file?"
+        )
     with open(path, "rb") as fh:
         head = fh.readline().decode("utf-8-sig", errors="replace")
     sep = "\t" if "\t" in head else ","
     try:
         meta = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise DeepRCError(f"Could not parse metadata file {path.name}: {exc}") from exc
-    meta.columns = [c.strip() for c in meta.columns]
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DeepRCError(f"Could not parse metadata file {path.name}: {str(exc).splitlines()[0]}") from exc
+    meta.columns = [str(c).strip() for c in meta.columns]
     if len(meta) == 0:
         raise DeepRCError(f"Metadata file {path.name} has no rows.")
     id_col = next(
@@ -711,7 +954,12 @@ def read_metadata(path: str | os.PathLike, repertoire_files: list[Path] | None =
     if names.duplicated().any():
         dups = ", ".join(sorted(set(ids[names.duplicated(keep=False)]))[:5])
         raise DeepRCError(f"Metadata file {path.name} lists the same repertoire more than once: {dups}.")
-    meta = meta.copy()
+    meta, id_label = meta.copy(), id_col
+    for added in ("repertoire", "file"):  # the columns added below keep their name; a user's column moves aside
+        if added in meta.columns and (added == "repertoire" or repertoire_files is not None):
+            moved = f"{added}_id" if f"{added}_id" not in meta.columns else f"{added}_original"
+            meta = meta.rename(columns={added: moved})
+            id_col = moved if id_col == added else id_col
     meta.insert(0, "repertoire", names.to_numpy())
     if repertoire_files is not None:
         by_name: dict[str, Path] = {}
@@ -722,7 +970,7 @@ def read_metadata(path: str | os.PathLike, repertoire_files: list[Path] | None =
         if missing:
             shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
             raise DeepRCError(
-                f"{len(missing)} repertoire(s) listed in {path.name} (column '{id_col}') have no file: {shown}."
+                f"{len(missing)} repertoire(s) listed in {path.name} (column '{id_label}') have no file: {shown}."
             )
         meta["file"] = [str(exact.get(i) or by_name[n]) for i, n in zip(ids, names)]
     meta.attrs["id_column"] = id_col

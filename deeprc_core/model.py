@@ -38,6 +38,25 @@ from deeprc_core.io import AMINO_ACIDS, DEFAULT_MAX_LENGTH, N_AMINO_ACIDS, PAD
 N_POSITION_FEATURES = 3
 N_FEATURES = N_AMINO_ACIDS + N_POSITION_FEATURES  # 20 one-hot residues + 3 position features
 TARGET_KINDS = ("binary", "multiclass", "regression")
+# Bounds on every size in a config, checked before anything is built: a hand-edited config.json must never
+# make the loader allocate gigabytes. (min, max) per whole-number field.
+SIZE_LIMITS = {
+    "max_length": (1, 200),
+    "kernel_size": (1, 63),
+    "n_kernels": (1, 4096),
+    "n_layers": (1, 16),
+    "lstm_units": (1, 4096),
+    "attention_layers": (1, 16),
+    "attention_units": (1, 4096),
+    "n_heads": (1, 64),
+    "output_layers": (1, 16),
+    "output_units": (1, 4096),
+    "gene_embedding_dim": (1, 256),
+}
+MAX_GENES = 10_000  # V or J genes in a vocabulary
+MAX_CLASSES = 10_000  # classes of one target
+MAX_TARGETS = 64  # targets of one model
+MAX_MODEL_FLOATS = 100_000_000  # weights plus the scoring lookup table (400 MB of float32)
 
 
 @dataclass
@@ -78,6 +97,7 @@ class DeepRCConfig:
     targets: list[dict] = field(default_factory=lambda: [asdict(TargetSpec("label", "binary", ["0", "1"]))])  # what to predict
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if self.embedding not in ("cnn", "lstm"):
             raise DeepRCError(f"embedding must be 'cnn' or 'lstm', not '{self.embedding}'.")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
@@ -97,6 +117,38 @@ class DeepRCConfig:
                 raise DeepRCError(f"Binary target '{t.name}' needs exactly two classes [negative, positive].")
             if t.kind == "multiclass" and len(t.classes) < 2:
                 raise DeepRCError(f"Multiclass target '{t.name}' needs at least two classes.")
+        floats = self.size_in_floats()
+        if floats > MAX_MODEL_FLOATS:
+            raise DeepRCError(
+                f"This architecture needs about {floats * 4 / 2**30:.1f} GB of memory (n_kernels={self.n_kernels}, "
+                f"kernel_size={self.kernel_size}, n_layers={self.n_layers}, attention_units={self.attention_units}, "
+                f"...); at most {MAX_MODEL_FLOATS * 4 / 2**30:.1f} GB is allowed. Use fewer or smaller layers."
+            )
+
+    def size_in_floats(self) -> int:
+        """Floats the model holds: its weights plus, for a CNN, the lookup table the scoring path builds."""
+        k, m, n_in = self.kernel_size, self.max_length, N_FEATURES
+        if self.embedding == "cnn":
+            size = 0
+            for _ in range(self.n_layers):
+                size += (n_in * k + 1) * self.n_kernels
+                n_in = self.n_kernels
+            table_rows = sum((PAD + 1) ** min(3, k - s) for s in range(0, k, 3)) + (m + 1) * m
+            size += table_rows * self.n_kernels
+        else:
+            size = 4 * (N_FEATURES + self.lstm_units + 2) * self.lstm_units
+        d = self.sequence_size
+        size += (len(self.v_genes) + len(self.j_genes) + 2) * self.gene_embedding_dim
+
+        def _mlp_size(n_in: int, hidden: int, n_out: int, layers: int) -> int:
+            total = 0
+            for _ in range(layers - 1):
+                total, n_in = total + (n_in + 1) * hidden, hidden
+            return total + (n_in + 1) * n_out
+
+        size += _mlp_size(d, self.attention_units, self.n_heads, self.attention_layers)
+        size += _mlp_size(d * self.n_heads, self.output_units, self.n_outputs, self.output_layers)
+        return size + (m + 1) * m * N_POSITION_FEATURES
 
     def target_specs(self) -> list[TargetSpec]:
         """The targets as :class:`TargetSpec` objects."""
@@ -118,6 +170,56 @@ class DeepRCConfig:
     def n_outputs(self) -> int:
         """Total outputs of o() over all targets."""
         return sum(t.n_outputs for t in self.target_specs())
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_types(config: DeepRCConfig) -> None:
+    """Every field of a config has the type and range it must have (a config may come from a hand-edited
+    JSON file, where 32.0, true, NaN or "9" can stand where a whole number belongs)."""
+    for name, (low, high) in SIZE_LIMITS.items():
+        value = getattr(config, name)
+        if not _whole(value):
+            raise DeepRCError(f"{name} must be a whole number, not {value!r}.")
+        if not low <= value <= high:
+            if name == "kernel_size":
+                raise DeepRCError(f"kernel_size must be a positive odd number (at most {high}), not {value}.")
+            raise DeepRCError(f"{name} must be between {low} and {high}, not {value}.")
+    if not isinstance(config.embedding, str):
+        raise DeepRCError(f"embedding must be 'cnn' or 'lstm', not {config.embedding!r}.")
+    if not isinstance(config.use_counts, (bool, np.bool_)):
+        raise DeepRCError(f"use_counts must be true or false, not {config.use_counts!r}.")
+    for name in ("v_genes", "j_genes"):
+        genes = getattr(config, name)
+        if not isinstance(genes, (list, tuple)) or not all(isinstance(g, str) for g in genes):
+            raise DeepRCError(f"{name} must be a list of gene names.")
+        if len(genes) > MAX_GENES:
+            raise DeepRCError(f"{name} lists {len(genes):,} genes; at most {MAX_GENES:,} are allowed.")
+    targets = config.targets
+    if not isinstance(targets, (list, tuple)) or len(targets) > MAX_TARGETS:
+        raise DeepRCError(f"targets must be a list of at most {MAX_TARGETS} prediction targets.")
+    for t in targets:
+        if isinstance(t, dict):
+            unknown = set(t) - set(TargetSpec.__dataclass_fields__)
+            if unknown or "name" not in t:
+                raise DeepRCError(f"A target has unknown or missing settings ({', '.join(sorted(unknown)) or 'name'}).")
+            t = TargetSpec(**t)
+        if not isinstance(t, TargetSpec):
+            raise DeepRCError(f"Each target must be a dictionary of settings, not {t!r}.")
+        if not isinstance(t.name, str) or not isinstance(t.kind, str):
+            raise DeepRCError("A target's name and kind must be text.")
+        if not isinstance(t.classes, (list, tuple)) or not all(isinstance(c, str) for c in t.classes):
+            raise DeepRCError(f"The classes of target '{t.name}' must be a list of text labels.")
+        if len(t.classes) > MAX_CLASSES:
+            raise DeepRCError(f"Target '{t.name}' has {len(t.classes):,} classes; at most {MAX_CLASSES:,} are allowed.")
+        for field_name in ("mean", "std"):
+            value = getattr(t, field_name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value):
+                raise DeepRCError(f"The {field_name} of target '{t.name}' must be a finite number, not {value!r}.")
+        if t.std <= 0:
+            raise DeepRCError(f"The std of target '{t.name}' must be positive, not {t.std}.")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from deeprc_core.errors import DeepRCError
 from deeprc_core.io import Repertoire
 from deeprc_core.model import DeepRC, autocast, outputs_to_probabilities
 
@@ -50,6 +51,11 @@ def score_repertoire(model: DeepRC, repertoire: Repertoire) -> RepertoireScore:
     """
     z = repertoire_representation(model, repertoire)
     outputs, logits, weights = model.outputs_from_representation(z)
+    if not bool(torch.isfinite(outputs).all()):  # never turn a NaN into a "negative" prediction
+        raise DeepRCError(
+            f"The model's output for {repertoire.name} is not a number: the repertoire holds values it cannot score "
+            "(for example clone counts beyond 1e12, which the file reader drops). Check the file."
+        )
     preds = outputs_to_probabilities(outputs[None], model.config)
     return RepertoireScore(
         name=repertoire.name,

@@ -28,6 +28,7 @@ import gzip
 import importlib.metadata
 import json
 import os
+import shutil
 import sys
 import threading
 from collections.abc import Callable
@@ -71,6 +72,11 @@ _CODON = {  # most frequent human codon of each amino acid, used to re-encode im
 }  # fmt: skip
 _C_GENES = {"TRB": ("TRBC1", "TRBC2"), "TRA": ("TRAC",), "IGH": ("IGHM", "IGHG1"), "IGK": ("IGKC",), "IGL": ("IGLC2",)}
 _POOL_CHUNK = 5_000  # pool sequences per progress step
+MAX_SEQUENCES = 100_000_000  # sequences one simulation may write, all repertoires together (about an hour)
+MAX_REPERTOIRES = 100_000  # repertoire files one simulation may write
+MAX_POOL_SIZE = 50_000_000  # distinct background junctions OLGA may be asked for
+_POOL_PER_SECOND, _ROWS_PER_SECOND = 10_000, 40_000  # measured on one laptop core (for the time estimate)
+_DATASET_FILES = ("metadata.tsv", "truth.tsv", "simulation.json", "repertoires", ".deeprc_cache.h5", ".deeprc_cache.h5.tmp")
 _OLGA_LOCK = threading.Lock()  # OLGA draws from numpy's global random state; one generator at a time
 
 Progress = Callable[[int, int], None]
@@ -195,6 +201,16 @@ def validate_config(config: SimulationConfig) -> None:
         isinstance(config.pool_size, bool) or not isinstance(config.pool_size, (int, np.integer))
     ):
         raise DeepRCError(f"pool_size must be a whole number or None, got {config.pool_size!r}.")
+    total = int(config.n_repertoires) * int(config.n_sequences)
+    pool = _auto_pool_size(config, int(config.n_repertoires))
+    if total > MAX_SEQUENCES or config.n_repertoires > MAX_REPERTOIRES or pool > MAX_POOL_SIZE:
+        hours = (pool / _POOL_PER_SECOND + total / _ROWS_PER_SECOND) / 3600
+        raise DeepRCError(
+            f"{config.n_repertoires:,} repertoires x {config.n_sequences:,} sequences ({total:,} in all, drawn from a "
+            f"pool of {pool:,}) would take about {hours:,.0f} hours to simulate. One simulation may write at most "
+            f"{MAX_REPERTOIRES:,} repertoires and {MAX_SEQUENCES:,} sequences from a pool of at most "
+            f"{MAX_POOL_SIZE:,}; simulate fewer or smaller repertoires."
+        )
     if config.pool_size is not None and config.pool_size < config.n_sequences:
         raise DeepRCError(
             f"pool_size ({config.pool_size}) must be at least n_sequences ({config.n_sequences}): each repertoire "
@@ -712,10 +728,37 @@ def _library_versions() -> dict:
     return versions
 
 
+def _prepare_output(out: Path, overwrite: bool) -> None:
+    """Refuse an output folder that holds anything (or, with ``overwrite``, anything but an earlier simulated
+    dataset), and clear an earlier dataset's files so that none of them is left orphaned beside the new one."""
+    if out.exists() and not out.is_dir():
+        raise DeepRCError(f"{out} exists and is not a folder; choose a new or empty folder for the dataset.")
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not entries:
+        return
+    if not overwrite:
+        raise DeepRCError(
+            f"{out} is not empty (it holds {', '.join(entries[:4])}{' ...' if len(entries) > 4 else ''}). Choose a "
+            "new or empty folder, or pass --overwrite (overwrite=True) to replace a dataset simulated there before."
+        )
+    if "simulation.json" not in entries and not set(entries) <= set(_DATASET_FILES):
+        raise DeepRCError(
+            f"{out} holds files that are not a simulated dataset; --overwrite only replaces a dataset written by "
+            "simulate. Choose a new or empty folder."
+        )
+    for name in _DATASET_FILES:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
 def simulate_dataset(
     out_dir: str | os.PathLike,
     config: SimulationConfig | None = None,
     progress: Progress | None = None,
+    overwrite: bool = False,
 ) -> SimulationResult:
     """Simulate a labelled dataset of repertoires with implanted motifs and write it to a folder.
 
@@ -731,6 +774,9 @@ def simulate_dataset(
         Simulation settings; defaults to ``SimulationConfig()``.
     progress
         Optional ``progress(done, total)`` callback (see :func:`simulate_repertoires`).
+    overwrite
+        Replace a dataset simulated into ``out_dir`` before (all of its files go). Without it, a folder that
+        is not empty is refused, before anything is simulated.
 
     Returns
     -------
@@ -740,11 +786,13 @@ def simulate_dataset(
     Raises
     ------
     DeepRCError
-        When the configuration is invalid or cannot be met (e.g. too few sequences of the chosen V gene).
+        When the configuration is invalid or cannot be met (e.g. too few sequences of the chosen V gene), or
+        the output folder is not empty.
     """
     config = SimulationConfig() if config is None else config
     validate_config(config)
     out = Path(out_dir)
+    _prepare_output(out, overwrite)
     rep_dir = out / "repertoires"
     try:
         rep_dir.mkdir(parents=True, exist_ok=True)
@@ -883,7 +931,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         description="Simulate immune repertoires (OLGA background) with implanted motifs in positive repertoires, "
         "and write metadata.tsv, repertoires/, truth.tsv and simulation.json to a folder.",
     )
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", required=True, help="output folder (new or empty)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a dataset simulated into --out before (all its files go)"
+    )
     parser.add_argument("--n-repertoires", type=int, default=d.n_repertoires, help="number of repertoires")
     parser.add_argument("--n-sequences", type=int, default=d.n_sequences, help="distinct sequences per repertoire")
     parser.add_argument(
@@ -942,10 +993,10 @@ def _run_cli(args: argparse.Namespace) -> int:
                 bar.total = total
                 bar.update(done - bar.n)
 
-            result = simulate_dataset(args.out, config, progress)
+            result = simulate_dataset(args.out, config, progress, overwrite=args.overwrite)
     except DeepRCError as error:
         sys.stderr.write(f"error: {error}\n")
-        return 2
+        return 1
     meta = result.metadata
     sys.stdout.write(
         f"Wrote {len(meta)} repertoires ({int((meta['disease'] == 'positive').sum())} positive, "

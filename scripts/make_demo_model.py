@@ -61,7 +61,10 @@ def simulate(work: Path, name: str, settings: dict) -> Path:
     out = work / name
     if not (out / "metadata.tsv").is_file():
         bar = tqdm(desc=f"simulating {name}", unit="step")
-        simulate_dataset(out, SimulationConfig(**settings), progress=lambda d, t: (setattr(bar, "total", t), bar.update(d - bar.n)))
+        simulate_dataset(
+            out, SimulationConfig(**settings), progress=lambda d, t: (setattr(bar, "total", t), bar.update(d - bar.n)),
+            overwrite=True,  # an earlier, interrupted simulation
+        )  # fmt: skip
         bar.close()
     return out
 
@@ -93,7 +96,7 @@ def main() -> None:
         bar.close()
         model, info = result.model, result.model.info
         info["training_minutes"] = round((time.perf_counter() - start) / 60, 1)
-        save_model(model, out, info)  # keep the trained model even if the evaluation below fails
+        save_model(model, out, info, overwrite=True)  # keep the trained model even if the evaluation below fails
 
     # Held-out evaluation on an independently simulated test set.
     meta = read_metadata(test_dir / "metadata.tsv", find_repertoire_files(test_dir))
@@ -149,7 +152,7 @@ def main() -> None:
         "top_kernels": kernels.summary.head(8).to_dict(orient="records"),
     }
     info = {**info, "card": card}
-    save_model(model, out, info)
+    save_model(model, out, info, overwrite=True)  # the card is rewritten below
     (out / "card").mkdir(exist_ok=True)
     (out / "card" / "kernels.png").write_bytes(figure_to_bytes(fig, "png"))
     recovery.per_repertoire.to_csv(out / "card" / "recovery_per_repertoire.tsv", sep="\t", index=False)

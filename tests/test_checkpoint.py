@@ -59,8 +59,10 @@ def saved(tmp_path) -> tuple[DeepRC, Path]:
 
 
 def _fix_sha(directory: Path) -> None:
+    """Make both checksums match again (to test what lies behind them)."""
     doc = json.loads((directory / "config.json").read_text())
     doc["weights_sha256"] = checkpoint._sha256(directory / "weights.safetensors")
+    doc["settings_sha256"] = checkpoint._settings_sha256(doc)
     (directory / "config.json").write_text(json.dumps(doc))
 
 
@@ -211,7 +213,7 @@ def _leftovers(parent: Path) -> list[str]:
 def test_overwriting_a_model_replaces_it_and_leaves_nothing_behind(saved):
     _, directory = saved
     new = _model(seed=1)
-    save_model(new, directory)
+    save_model(new, directory, overwrite=True)
     loaded = load_model(directory, "cpu")
     assert torch.equal(loaded.convs[0].weight, new.convs[0].weight)
     assert _leftovers(directory.parent) == []
@@ -238,7 +240,7 @@ def test_interrupted_save_leaves_the_previous_model_intact(saved, monkeypatch):
 
     monkeypatch.setattr(checkpoint, "save_file", _crash)
     with pytest.raises(OSError, match="disk full"):
-        save_model(_model(seed=1), directory)
+        save_model(_model(seed=1), directory, overwrite=True)
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in directory.iterdir()} == before
     assert _leftovers(directory.parent) == []
@@ -267,7 +269,7 @@ def test_save_failing_while_swapping_directories_keeps_the_previous_model_loadab
 
     monkeypatch.setattr(checkpoint.os, "replace", _replace)
     with pytest.raises(OSError, match="rename failed"):
-        save_model(_model(seed=1), directory)
+        save_model(_model(seed=1), directory, overwrite=True)
     monkeypatch.undo()
     loaded = load_model(directory, "cpu")
     assert torch.equal(loaded.convs[0].weight, old.convs[0].weight)
