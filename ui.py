@@ -23,6 +23,7 @@ import threading
 import time
 import weakref
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,7 +38,14 @@ from deeprc_core.attribution import SequenceAttributions, attribute_sequences
 from deeprc_core.checkpoint import list_models, load_model, read_model_config
 from deeprc_core.dataset import RepertoireDataset, open_dataset
 from deeprc_core.errors import DeepRCError
-from deeprc_core.io import Repertoire, find_repertoire_files, read_metadata, read_repertoire, repertoire_name
+from deeprc_core.io import (
+    Repertoire,
+    find_repertoire_files,
+    is_repertoire_file_name,
+    read_metadata,
+    read_repertoire,
+    repertoire_name,
+)
 from deeprc_core.model import DeepRC, resolve_device
 from deeprc_core.motifs import KernelMotifs
 from deeprc_core.motifs import kernel_motifs as compute_kernel_motifs
@@ -54,6 +62,7 @@ SAMPLE_SINGLE = SAMPLE_DIR / "single"
 
 TABLE_ROWS = 5_000  # rows shown in an on-screen table; the full table is a download
 MAX_UPLOAD_ROWS = 5_000_000  # rows a single uploaded repertoire may hold
+MAX_UPLOAD_INFLATED_BYTES = 512 << 20  # bytes an uploaded repertoire may hold once decompressed (gzip)
 MAX_SESSION_UPLOAD_BYTES = 1 << 30  # uploads a session keeps in memory (oldest dropped beyond this)
 MAX_ZIP_MEMBERS = 5_000  # files an uploaded zip may hold
 MAX_ZIP_BYTES = 2 << 30  # total uncompressed size of an uploaded zip (2 GiB)
@@ -445,7 +454,9 @@ def _read_path(path: str, key: str, max_length: int) -> Repertoire:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _read_bytes(_data: bytes, key: str, file_name: str, max_length: int) -> Repertoire:
-    return read_repertoire(_data, name=file_name, max_length=max_length, max_rows=MAX_UPLOAD_ROWS)
+    return read_repertoire(
+        _data, name=file_name, max_length=max_length, max_rows=MAX_UPLOAD_ROWS, max_bytes=MAX_UPLOAD_INFLATED_BYTES
+    )
 
 
 def load_repertoire(source: RepertoireSource, max_length: int) -> Repertoire:
@@ -501,7 +512,8 @@ def upload_help() -> str:
     limit = st.get_option("server.maxUploadSize")
     return (
         "AIRR rearrangement TSV, Adaptive immunoSEQ export, 10x Genomics contig annotations, VDJdb export or a "
-        f"plain list of CDR3 junctions; .gz is fine. Up to {limit} MB per file."
+        f"plain list of CDR3 junctions; .gz is fine. Up to {limit} MB per file, and at most "
+        f"{MAX_UPLOAD_INFLATED_BYTES >> 20:,} MB and {MAX_UPLOAD_ROWS:,} rows once decompressed."
     )
 
 
@@ -734,53 +746,100 @@ def _safe_name(name: str) -> str:
     return _SAFE.sub("_", base).lstrip(".")
 
 
-def safe_extract_zip(data: bytes, destination: Path) -> Path:
-    """Extract an uploaded zip into ``destination`` after checking it; returns the dataset folder in it.
-
-    Refused: not a zip, more than :data:`MAX_ZIP_MEMBERS` files, more than :data:`MAX_ZIP_BYTES` uncompressed
-    (declared or actually read), absolute paths, ``..`` components, drive letters and symbolic links.
-    """
+def _zip_members(data: bytes) -> tuple[zipfile.ZipFile, list[zipfile.ZipInfo], list[tuple[str, ...]]]:
+    """Open an uploaded zip and check everything its directory tells, before one byte is extracted: the
+    members (macOS metadata left out) and each one's path parts."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as exc:
+        infos = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, NotImplementedError) as exc:
         raise DeepRCError("The uploaded file is not a valid zip archive.") from exc
-    members = [m for m in archive.infolist() if not m.is_dir()]
     members = [
         m
-        for m in members
-        if not m.filename.startswith("__MACOSX/") and not PurePosixPath(m.filename).name.startswith("._")
+        for m in infos
+        if not m.is_dir()
+        and not m.filename.startswith("__MACOSX/")
+        and not PurePosixPath(m.filename).name.startswith("._")
     ]
     if len(members) > MAX_ZIP_MEMBERS:
         raise DeepRCError(f"The zip holds {len(members):,} files; at most {MAX_ZIP_MEMBERS:,} are accepted.")
+    n_repertoires = sum(is_repertoire_file_name(PurePosixPath(m.filename).name) for m in members)
+    if n_repertoires > MAX_TRAIN_REPERTOIRES:
+        raise DeepRCError(
+            f"The zip holds {n_repertoires:,} repertoire files; training in the app is limited to "
+            f"{MAX_TRAIN_REPERTOIRES:,}. Use the command line: {CLI_TRAIN}"
+        )
     declared = sum(m.file_size for m in members)
     if declared > MAX_ZIP_BYTES:
         raise DeepRCError(
             f"The zip unpacks to {declared / 2**30:.1f} GiB; at most {MAX_ZIP_BYTES / 2**30:.0f} GiB are accepted in the "
             "app. Train on large datasets with the command line."
         )
-    root = destination.resolve()
+    paths, files, folders = [], set(), set()
     for m in members:
         name = m.filename.replace("\\", "/")
         parts = PurePosixPath(name).parts
-        if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
+        if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]) or "\0" in name or not parts:
             raise DeepRCError(f"The zip contains an unsafe path ({m.filename!r}); it was not extracted.")
         if stat.S_ISLNK(m.external_attr >> 16):
             raise DeepRCError(f"The zip contains a symbolic link ({m.filename!r}); it was not extracted.")
-        target = (root / Path(*parts)).resolve()
-        if root not in target.parents:
-            raise DeepRCError(f"The zip contains an unsafe path ({m.filename!r}); it was not extracted.")
-    destination.mkdir(parents=True, exist_ok=True)
-    written = 0
-    for m in members:
-        target = root / Path(*PurePosixPath(m.filename.replace("\\", "/")).parts)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with archive.open(m) as src, open(target, "wb") as dst:
-            while block := src.read(1 << 20):
-                written += len(block)
-                if written > MAX_ZIP_BYTES:
-                    raise DeepRCError("The zip unpacks to more data than it declares; it was not extracted.")
-                dst.write(block)
-    return dataset_root(root)
+        if m.flag_bits & 0x1:
+            raise DeepRCError(
+                f"The zip is password-protected ({m.filename!r} is encrypted); upload a zip without a password."
+            )
+        if m.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
+            raise DeepRCError(
+                f"{m.filename!r} in the zip uses a compression method this server cannot unpack; re-create the zip "
+                "with standard (deflate) compression."
+            )
+        if parts in files or parts in folders or any(parts[:i] in files for i in range(1, len(parts))):
+            raise DeepRCError(
+                f"The zip holds {m.filename!r} twice (or as both a file and a folder); it was not extracted."
+            )
+        files.add(parts)
+        folders.update(parts[:i] for i in range(1, len(parts)))
+        paths.append(parts)
+    return archive, members, paths
+
+
+def safe_extract_zip(data: bytes, destination: Path) -> Path:
+    """Extract an uploaded zip into ``destination`` after checking it; returns the dataset folder in it.
+
+    Refused, from the zip's directory before anything is extracted: not a zip, more than
+    :data:`MAX_ZIP_MEMBERS` files or :data:`MAX_TRAIN_REPERTOIRES` repertoire files, more than
+    :data:`MAX_ZIP_BYTES` declared, absolute paths, ``..`` components, drive letters, symbolic links, encrypted
+    entries, unknown compression and names that clash. While extracting: more bytes than declared, or a damaged
+    entry (bad CRC). On every refusal ``destination`` is removed, so nothing is left half-extracted; no message
+    names a server path.
+    """
+    archive, members, paths = _zip_members(data)
+    root = destination.resolve()
+    try:
+        destination.mkdir(parents=True, exist_ok=True)
+        written = 0
+        for m, parts in zip(members, paths):
+            target = root / Path(*parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with archive.open(m) as src, open(target, "wb") as dst:
+                    while block := src.read(1 << 20):
+                        written += len(block)
+                        if written > MAX_ZIP_BYTES:
+                            raise DeepRCError("The zip unpacks to more data than it declares; it was not extracted.")
+                        dst.write(block)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+                raise DeepRCError(
+                    f"The zip is damaged: {m.filename!r} cannot be unpacked (it fails its checksum or is cut short). "
+                    "Create the zip again and upload it."
+                ) from exc
+            except OSError as exc:
+                raise DeepRCError(
+                    f"{m.filename!r} could not be unpacked on the server ({exc.strerror or type(exc).__name__})."
+                ) from exc
+        return dataset_root(root)
+    except BaseException:
+        shutil.rmtree(destination, ignore_errors=True)
+        raise
 
 
 def dataset_root(folder: Path) -> Path:
@@ -854,6 +913,21 @@ def uploaded_dataset(files: list, metadata) -> RepertoireDataset:
     zips = [f for f in files if f.name.lower().endswith(".zip")]
     if zips and len(files) > 1:
         raise DeepRCError("Upload either one zip archive or several repertoire files, not both.")
+    cache = session_dir() / f"dataset_{key}.h5"
+    try:
+        dataset = _unpack_and_open(files, metadata, zips, folder, cache)
+    except BaseException:  # a refused upload leaves nothing behind in the session folder
+        shutil.rmtree(folder, ignore_errors=True)
+        cache.unlink(missing_ok=True)
+        raise
+    for old in datasets.values():
+        old.close()
+    datasets.clear()
+    datasets[key] = dataset
+    return dataset
+
+
+def _unpack_and_open(files: list, metadata, zips: list, folder: Path, cache: Path) -> RepertoireDataset:
     if zips:
         root = safe_extract_zip(zips[0].getvalue(), folder)
         if metadata is not None:
@@ -876,14 +950,14 @@ def uploaded_dataset(files: list, metadata) -> RepertoireDataset:
         bar.progress(done / max(total, 1), text=f"Reading repertoires… {done}/{total} {name}")
 
     try:
-        dataset = open_dataset(root, cache_path=session_dir() / f"dataset_{key}.h5", progress=_progress)
+        dataset = open_dataset(root, cache_path=cache, progress=_progress)
     finally:
         bar.empty()
-    _check_training_size(dataset)
-    for old in datasets.values():
-        old.close()
-    datasets.clear()
-    datasets[key] = dataset
+    try:
+        _check_training_size(dataset)
+    except DeepRCError:
+        dataset.close()
+        raise
     return dataset
 
 
