@@ -30,8 +30,10 @@ import gzip
 import io as _io
 import math
 import os
+import re
 import stat
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -325,48 +327,25 @@ class _LimitExceeded(Exception):
 
 class _CappedStream(_io.RawIOBase):
     """A binary stream (decompressing when ``gz``) that hands out at most ``limit`` bytes, so a small gzip
-    that inflates to gigabytes is stopped while it streams, before it is parsed or held.
-
-    It never raises inside a read: pyarrow reads it from a background thread, and an exception (or an
-    abandoned reader) there aborts the process at exit. Past the limit, on a decompression error, or once
-    :meth:`stop` is called it reports end-of-file instead and remembers why; :meth:`check` raises that.
-    """
+    that inflates to gigabytes is stopped while it streams, before it is parsed or held. Only this module's
+    own code reads it (never a pyarrow thread: an exception raised there aborts the process at exit)."""
 
     def __init__(self, raw: BinaryIO, gz: bool, limit: int) -> None:
         super().__init__()
         self._raw = raw
         self._stream = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
         self.limit, self.total = limit, 0
-        self.exceeded, self.stopped, self.error = False, False, None
 
     def readable(self) -> bool:
         return True
 
-    def stop(self) -> None:
-        """Report end-of-file from now on (the caller has seen enough)."""
-        self.stopped = True
-
     def readinto(self, buffer) -> int:
-        if self.stopped or self.exceeded or self.error is not None:
-            return 0
-        try:
-            view = memoryview(buffer)[: self.limit - self.total + 1]  # one byte past the limit tells it apart
-            n = self._stream.readinto(view) or 0
-        except Exception as exc:  # noqa: BLE001 - kept and raised by check(), outside pyarrow's thread
-            self.error = exc
-            return 0
+        view = memoryview(buffer)[: self.limit - self.total + 1]  # one byte past the limit tells it apart
+        n = self._stream.readinto(view) or 0
         self.total += n
         if self.total > self.limit:
-            self.exceeded = True
-            return 0
-        return n
-
-    def check(self) -> None:
-        """Raise what stopped the stream early: :class:`_LimitExceeded` or the decompression error."""
-        if self.exceeded:
             raise _LimitExceeded()
-        if self.error is not None:
-            raise self.error
+        return n
 
     def close(self) -> None:
         if self._stream is not self._raw:
@@ -443,7 +422,6 @@ def _first_line(source: _Source) -> str:
     try:
         with source.open() as stream:
             line = _io.BufferedReader(stream, 1 << 16).readline(1 << 20)
-            stream.check()
     except _LimitExceeded:
         raise source.too_large() from None
     except (OSError, EOFError, zlib.error) as exc:
@@ -485,81 +463,88 @@ def _pick(columns: list[str], candidates: tuple[str, ...]) -> str | None:
 
 def _normalise_genes(column: pa.ChunkedArray | None, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """First call of a possibly ambiguous gene call, allele removed; unknown -> ''. Works on the few distinct
-    values only, so it is vectorised over rows. Returns the names ``(N,)`` and an integer code per distinct
-    cleaned name ``(N,)`` (used to merge duplicates without hashing strings again)."""
+    values only, so it is vectorised over rows. Returns the distinct cleaned names ``(G,)`` and each row's
+    code into them ``(N,)``: duplicates are merged on the codes, and only kept rows get their name."""
     if column is None:
-        return np.full(len(rows), "", dtype=object), np.zeros(len(rows), dtype=np.int64)
+        return np.asarray([""], dtype=object), np.zeros(len(rows), dtype=np.int32)
     values, index = _categories(column)
     cleaned = []
     for value in values:
         g = value.strip().split(",")[0].split("|")[0].split("*")[0].strip()
         cleaned.append("" if g.upper() in _MISSING_GENE else g)
     names, code_of_value = np.unique(np.asarray(cleaned, dtype=object), return_inverse=True)
-    picked = index[rows]
-    return names[code_of_value][picked], code_of_value[picked].astype(np.int64)
+    return names, code_of_value.astype(np.int32)[index[rows]]
+
+
+_BLOCK_BYTES = 1 << 22  # decompressed bytes parsed at once
+_MAX_LINE_BYTES = 1 << 24  # a longer line is not a row of a repertoire table
+
+
+def _line_blocks(stream: BinaryIO, name: str) -> Iterator[bytes]:
+    """The stream's bytes in blocks of whole lines (about :data:`_BLOCK_BYTES` each), a leading BOM removed."""
+    pending, first = b"", True
+    while chunk := stream.read(_BLOCK_BYTES):
+        if first:
+            chunk, first = chunk.removeprefix(b"\xef\xbb\xbf"), False
+        data = pending + chunk if pending else chunk
+        cut = data.rfind(b"\n") + 1
+        pending = data[cut:]
+        if len(pending) > _MAX_LINE_BYTES:
+            raise DeepRCError(f"{name} has a line longer than {_MAX_LINE_BYTES >> 20} MB; it is not a repertoire table.")
+        if cut:
+            yield data[:cut]
+    if pending:
+        yield pending
 
 
 def _read_table(
     source: _Source, sep: str, names: list[str], wanted: dict[str, str], has_header: bool, max_length: int, max_rows: int
 ) -> pa.Table:
-    """Stream the wanted columns batch by batch, stopping as soon as the file outgrows ``max_rows`` rows or its
-    byte limit. Each batch is made compact at once (see :func:`_compact_batch`), so what is held stays small
-    whatever the file holds. Returns a table whose columns are named by role (``sequence``, ``count``, ...)."""
+    """Stream the wanted columns block by block, stopping as soon as the file outgrows ``max_rows`` rows or its
+    byte limit. Each block is parsed in memory by pyarrow's multithreaded reader and made compact at once (see
+    :func:`_compact_batch`), so what is held stays small whatever the file holds. Returns a table whose columns
+    are named by role (``sequence``, ``count``, ...)."""
     types = {c: pa.binary() if role == "sequence" else pa.string() for c, role in wanted.items()}
-    batches, n_rows, failure = [], 0, None
-    stream = source.open()
+    parse = pacsv.ParseOptions(delimiter=sep, newlines_in_values=False)
+    convert = pacsv.ConvertOptions(
+        include_columns=list(wanted), column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=True
+    )
+    batches, n_rows, skip = [], 0, int(has_header)
     try:
-        reader = pacsv.open_csv(
-            stream,
-            read_options=pacsv.ReadOptions(column_names=names, skip_rows=int(has_header), block_size=1 << 22),
-            parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=False),
-            convert_options=pacsv.ConvertOptions(
-                include_columns=list(wanted),
-                column_types=types,
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=True,
-            ),
-        )
-        try:
-            for batch in reader:
-                n_rows += batch.num_rows
+        with source.open() as stream:
+            for block in _line_blocks(stream, source.name):
+                read = pacsv.ReadOptions(column_names=names, skip_rows=skip, block_size=1 << 20)
+                skip = 0
+                try:
+                    table = pacsv.read_csv(pa.py_buffer(block), read_options=read, parse_options=parse, convert_options=convert)
+                except pa.ArrowInvalid as exc:
+                    if "Empty CSV file" in str(exc) or "Could not skip initial" in str(exc):
+                        continue  # only the header in this block
+                    raise
+                n_rows += table.num_rows
                 if n_rows > max_rows:
-                    stream.stop()  # the read-ahead then ends: a reader must finish, never be abandoned
-                    continue
-                batches.append(_compact_batch(batch, wanted, max_length))
-        finally:
-            stream.stop()
-            try:
-                for _ in reader:
-                    pass
-            except Exception:  # noqa: BLE001 - the first failure is the one reported
-                pass
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, EOFError, zlib.error) as exc:
-        failure = exc
-    finally:
-        stream.close()
-    if stream.exceeded:
-        raise source.too_large()
-    if stream.error is not None:
+                    raise DeepRCError(
+                        f"{source.name} has more than the {max_rows:,} allowed rows for one repertoire file. Split "
+                        "it, or raise the limit with the environment variable DEEPRC_MAX_ROWS (command line)."
+                    )
+                batches += [_compact_batch(b, wanted, max_length) for b in table.to_batches()]
+                del table
+    except _LimitExceeded:
+        raise source.too_large() from None
+    except (OSError, EOFError, zlib.error) as exc:
         if source.gz:
-            raise _damaged(source, stream.error) from stream.error
-        raise DeepRCError(f"{source.name} could not be read ({stream.error}).") from stream.error
-    if failure is not None:
-        msg = str(failure).split("\n")[0]
-        if "Empty CSV file" in msg or "Could not skip initial" in msg:
-            raise DeepRCError(f"{source.name} has a header but no sequences.") from failure
-        raise DeepRCError(
-            f"Could not parse {source.name}: {msg}. Check that it is a tab- or comma-separated table."
-        ) from failure
-    if n_rows > max_rows:
-        raise DeepRCError(
-            f"{source.name} has more than the {max_rows:,} allowed rows for one repertoire file. Split "
-            "it, or raise the limit with the environment variable DEEPRC_MAX_ROWS (command line)."
-        )
+            raise _damaged(source, exc) from exc
+        raise DeepRCError(f"{source.name} could not be read ({exc}).") from exc
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        msg = re.sub(r"Row #\d+: ", "", str(exc).split("\n")[0])
+        raise DeepRCError(f"Could not parse {source.name}: {msg}. Check that it is a tab- or comma-separated table.") from exc
     roles = [wanted[c] for c in wanted]
     if not batches:
         return pa.table({role: pa.array([], pa.float64() if role == "count" else pa.binary()) for role in roles})
-    return pa.Table.from_batches(batches)
+    table = pa.Table.from_batches(batches)
+    del batches
+    pa.default_memory_pool().release_unused()  # hand the parser's freed buffers back to the system
+    return table
 
 
 def _compact_batch(batch: pa.RecordBatch, wanted: dict[str, str], max_length: int) -> pa.RecordBatch:
@@ -597,17 +582,20 @@ def _shorten_long_rows(column: pa.Array, max_length: int) -> pa.Array:
     too_long = np.diff(offsets) > max_length
     if not too_long.any():
         return column
-    invalid = _row_any(_LUT[flat] == _INVALID, offsets)[too_long]
+    invalid = _rows_where(flat, offsets, lambda block: _LUT[block] == _INVALID)[too_long]
     stand_ins = pa.array(np.where(invalid, b"*", b"A" * (max_length + 1)).tolist(), pa.binary())
     return pc.replace_with_mask(column, pa.array(too_long), stand_ins)
 
 
-def _row_any(flags: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Per-row "any" of a flat per-residue boolean array, rows delimited by ``offsets`` (N + 1)."""
-    if not flags.any():  # the common case: a clean file
-        return np.zeros(len(offsets) - 1, dtype=bool)
-    cum = np.concatenate([[0], np.cumsum(flags, dtype=np.int64)])
-    return (cum[offsets[1:]] - cum[offsets[:-1]]) > 0
+def _rows_where(flat: np.ndarray, offsets: np.ndarray, test: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Per-row "any" of ``test`` over a flat per-residue array, evaluated in chunks (no full-size temporary)."""
+    result = np.zeros(len(offsets) - 1, dtype=bool)
+    chunk = 1 << 24
+    for start in range(0, len(flat), chunk):
+        positions = np.flatnonzero(test(flat[start : start + chunk])) + start
+        if len(positions):
+            result[np.searchsorted(offsets, positions, side="right") - 1] = True
+    return result
 
 
 def _offsets_and_bytes(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -616,7 +604,8 @@ def _offsets_and_bytes(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.frombuffer(column.buffers()[1], dtype=np.int32, count=n + 1, offset=column.offset * 4).astype(np.int64)
     data = column.buffers()[2]
     flat = np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]] if data is not None else np.zeros(0, np.uint8)
-    return offsets - offsets[0], flat
+    offsets -= offsets[0]
+    return offsets, flat
 
 
 def _trim_spaced_rows(column: pa.Array) -> pa.Array:
@@ -628,17 +617,24 @@ def _trim_spaced_rows(column: pa.Array) -> pa.Array:
     return pc.ascii_trim_whitespace(column.view(pa.string())).view(pa.binary())
 
 
-def padded_codes(flat_codes: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """``(N, W)`` residue codes, PAD beyond each end, gathered length by length (no padding is read)."""
+def padded_codes(
+    flat_codes: np.ndarray, starts: np.ndarray, lengths: np.ndarray, lut: np.ndarray | None = None
+) -> np.ndarray:
+    """``(N, W)`` residue codes, PAD beyond each end, gathered length by length (no padding is read). With
+    ``lut``, ``flat_codes`` are raw bytes, translated while gathered (no full-size translated copy)."""
     width = int(lengths.max()) if len(lengths) else 1
     codes = np.full((len(lengths), width), PAD, dtype=np.uint8)
-    order = np.argsort(lengths.astype(np.int16), kind="stable")  # radix sort of small integers
-    sorted_lengths = lengths[order]
+    short = lengths.astype(np.int16)
+    order = np.argsort(short, kind="stable")  # radix sort of small integers
+    sorted_lengths = short[order]
+    del short
     bounds = np.searchsorted(sorted_lengths, np.arange(width + 2))
+    chunk = max(1, (1 << 21) // width)  # rows gathered at once: the index matrix stays ~16 MB
     for length in range(1, width + 1):
-        rows = order[bounds[length] : bounds[length + 1]]
-        if len(rows):
-            codes[rows, :length] = flat_codes[starts[rows, None] + np.arange(length)]
+        for first in range(bounds[length], bounds[length + 1], chunk):
+            rows = order[first : min(first + chunk, bounds[length + 1])]
+            gathered = flat_codes[starts[rows, None] + np.arange(length)]
+            codes[rows, :length] = gathered if lut is None else lut[gathered]
     return codes
 
 
@@ -651,20 +647,28 @@ def _categories(column: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:
     return values, pc.fill_null(encoded.indices, len(values) - 1).to_numpy(zero_copy_only=False)
 
 
+_CHUNK_ROWS = 1 << 18  # rows processed at once where a step would otherwise copy the whole (N, W) matrix
+
+
 def _merge_duplicates(
-    codes: np.ndarray, v_call: np.ndarray, j_call: np.ndarray, v_code: np.ndarray, j_code: np.ndarray, counts: np.ndarray
+    codes: np.ndarray, v_code: np.ndarray, j_code: np.ndarray, counts: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Group identical (sequence, V, J) rows: indices of each group's first row and the summed counts,
-    or None when every row is distinct. Rows are hashed as integers (fast), and every group is then
-    checked residue by residue, so a hash collision can never merge different sequences."""
+    or None when every row is distinct. Rows are hashed as integers (fast, in chunks of rows), and every
+    group is then checked residue by residue, so a hash collision can never merge different sequences."""
     n, width = codes.shape
-    words = np.zeros((n, -(-width // 8) * 8), dtype=np.uint8)
-    words[:, :width] = codes
-    words = words.view(np.uint64)  # (N, W/8): each row's residues as a few 64-bit words
-    key = v_code.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) ^ j_code.astype(np.uint64)
-    for i in range(words.shape[1]):  # multiply-xorshift mixing, wrapping mod 2^64
-        key = (key ^ words[:, i]) * np.uint64(0xBF58476D1CE4E5B9)
-        key ^= key >> np.uint64(31)
+    key = np.empty(n, dtype=np.uint64)
+    for s in range(0, n, _CHUNK_ROWS):
+        block = codes[s : s + _CHUNK_ROWS]
+        words = np.zeros((len(block), -(-width // 8) * 8), dtype=np.uint8)
+        words[:, :width] = block
+        words = words.view(np.uint64)  # (n, W/8): each row's residues as a few 64-bit words
+        part = v_code[s : s + _CHUNK_ROWS].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        part ^= j_code[s : s + _CHUNK_ROWS].astype(np.uint64)
+        for i in range(words.shape[1]):  # multiply-xorshift mixing, wrapping mod 2^64
+            part = (part ^ words[:, i]) * np.uint64(0xBF58476D1CE4E5B9)
+            part ^= part >> np.uint64(31)
+        key[s : s + _CHUNK_ROWS] = part
     ordered = np.sort(key)
     if not (ordered[1:] == ordered[:-1]).any():  # distinct hashes: every row is distinct
         return None
@@ -673,9 +677,16 @@ def _merge_duplicates(
         return None
     order = np.argsort(group, kind="stable")
     first = order[np.searchsorted(group[order], np.arange(len(uniques)))]
-    same = (codes == codes[first][group]).all() and (v_call == v_call[first][group]).all()
-    if not (same and (j_call == j_call[first][group]).all()):  # a 64-bit collision: group exactly instead
-        exact = pd.DataFrame({"s": [r.tobytes() for r in codes], "v": v_call, "j": j_call})
+    same = True
+    for s in range(0, n, _CHUNK_ROWS):
+        lead = first[group[s : s + _CHUNK_ROWS]]  # each row's group leader
+        same = same and bool(
+            (codes[s : s + _CHUNK_ROWS] == codes[lead]).all()
+            and (v_code[s : s + _CHUNK_ROWS] == v_code[lead]).all()
+            and (j_code[s : s + _CHUNK_ROWS] == j_code[lead]).all()
+        )
+    if not same:  # a 64-bit collision: group exactly instead
+        exact = pd.DataFrame({"s": [r.tobytes() for r in codes], "v": v_code, "j": j_code})
         group = exact.groupby(["s", "v", "j"], sort=False).ngroup().to_numpy()
         order = np.argsort(group, kind="stable")
         first = order[np.searchsorted(group[order], np.arange(group.max() + 1))]
@@ -785,11 +796,11 @@ def read_repertoire(
         keep &= ~nonprod
 
     # Residue codes straight from the byte buffer of the sequence column: no per-sequence Python.
-    seq_col = _trim_spaced_rows(pc.fill_null(table["sequence"], b"").combine_chunks())
+    seq_col = pc.fill_null(table["sequence"], b"").combine_chunks()  # (trimmed batch by batch while read)
+    table = table.drop_columns(["sequence"])  # the combined copy is the only one kept
     offsets, flat = _offsets_and_bytes(seq_col)
     lengths = np.diff(offsets)
-    flat_codes = _LUT[flat]
-    invalid = _row_any(flat_codes == _INVALID, offsets)
+    invalid = _rows_where(flat, offsets, lambda block: _LUT[block] == _INVALID)
     empty = (lengths == 0) & keep
     report.n_empty = int(empty.sum())
     keep &= ~empty
@@ -801,7 +812,8 @@ def read_repertoire(
     keep &= ~too_long
 
     if "count" in table.column_names:
-        counts = np.array(pc.fill_null(table["count"], math.nan).to_numpy(), dtype=np.float64)
+        counts = pc.fill_null(table["count"], math.nan).to_numpy()
+        counts = counts if counts.flags.writeable else counts.copy()
         missing = np.isnan(counts) & keep
         report.n_counts_missing = int(missing.sum())
         counts[missing] = 1.0
@@ -815,24 +827,27 @@ def read_repertoire(
         raise DeepRCError(f"No usable sequence in {display}. {report.summary()}")
 
     rows = np.flatnonzero(keep)
-    report.n_lowercase = int(_row_any(flat >= ord("a"), offsets)[rows].sum())
+    report.n_lowercase = int(_rows_where(flat, offsets, lambda block: block >= ord("a"))[rows].sum())
     row_lengths = lengths[rows]
-    codes = padded_codes(flat_codes, offsets[rows], row_lengths)
-    kept_seqs = seq_col.take(pa.array(rows)).cast(pa.string())
-    if report.n_lowercase:
-        kept_seqs = pc.utf8_upper(kept_seqs)
-    names = table.column_names
-    v_call, v_code = _normalise_genes(table["v_call"] if "v_call" in names else None, rows)
-    j_call, j_code = _normalise_genes(table["j_call"] if "j_call" in names else None, rows)
     out_counts = counts[rows]
+    del counts, lengths, keep, invalid, empty, bad_chars, too_long  # large per-row arrays no longer needed
+    codes = padded_codes(flat, offsets[rows], row_lengths, lut=_LUT)  # bytes -> residue codes while gathering
+    del flat, offsets
+    names = table.column_names
+    v_names, v_code = _normalise_genes(table["v_call"] if "v_call" in names else None, rows)
+    j_names, j_code = _normalise_genes(table["j_call"] if "j_call" in names else None, rows)
+    table = None
 
     # Merge duplicate (sequence, V, J) rows by summing their counts.
-    merged = _merge_duplicates(codes, v_call, j_call, v_code, j_code, out_counts)
+    merged = _merge_duplicates(codes, v_code, j_code, out_counts)
     if merged is not None:
         first, out_counts = merged
         report.n_duplicates_merged = len(rows) - len(first)
-        kept_seqs = kept_seqs.take(pa.array(first))
-        v_call, j_call, codes, row_lengths = v_call[first], j_call[first], codes[first], row_lengths[first]
+        rows, v_code, j_code, codes, row_lengths = rows[first], v_code[first], j_code[first], codes[first], row_lengths[first]
+    kept_seqs = seq_col.take(pa.array(rows)).cast(pa.string())
+    if report.n_lowercase:
+        kept_seqs = pc.utf8_upper(kept_seqs)
+    v_call, j_call = v_names[v_code], j_names[j_code]
 
     report.n_kept = len(out_counts)
     return Repertoire(
