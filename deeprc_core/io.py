@@ -25,13 +25,16 @@ The hot path is vectorised: no Python loop runs per sequence.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import io as _io
 import math
 import os
+import queue
 import re
 import stat
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -497,6 +500,46 @@ def _line_blocks(stream: BinaryIO, name: str) -> Iterator[bytes]:
         yield pending
 
 
+def _prefetched(blocks: Iterator[bytes]) -> Iterator[bytes]:
+    """The same blocks, each produced in a helper thread while the one before is parsed: gzip decompression
+    and pyarrow's parser both release the GIL, so they overlap. At most two blocks wait; an error in the
+    helper is raised here; closing this generator stops and joins the helper."""
+    waiting: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def _put(item: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                waiting.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work() -> None:
+        try:
+            for block in blocks:
+                if not _put(("block", block)):
+                    return
+            _put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread, which raises it
+            _put(("error", exc))
+
+    helper = threading.Thread(target=_work, name="deeprc-read-ahead", daemon=True)
+    helper.start()
+    try:
+        while True:
+            kind, item = waiting.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        helper.join()
+
+
 def _read_table(
     source: _Source, sep: str, names: list[str], wanted: dict[str, str], has_header: bool, max_length: int, max_rows: int
 ) -> pa.Table:
@@ -511,9 +554,9 @@ def _read_table(
     )
     batches, n_rows, skip = [], 0, int(has_header)
     try:
-        with source.open() as stream:
-            for block in _line_blocks(stream, source.name):
-                read = pacsv.ReadOptions(column_names=names, skip_rows=skip, block_size=1 << 20)
+        with source.open() as stream, contextlib.closing(_prefetched(_line_blocks(stream, source.name))) as blocks:
+            for block in blocks:
+                read = pacsv.ReadOptions(column_names=names, skip_rows=skip, block_size=1 << 23, use_threads=False)
                 skip = 0
                 try:
                     table = pacsv.read_csv(pa.py_buffer(block), read_options=read, parse_options=parse, convert_options=convert)
@@ -559,7 +602,10 @@ def _compact_batch(batch: pa.RecordBatch, wanted: dict[str, str], max_length: in
         elif role == "count":
             values = _parse_counts(values)
         else:
-            values = pc.dictionary_encode(pc.utf8_slice_codeunits(values, 0, _MAX_FIELD_CHARS))
+            offsets = np.frombuffer(values.buffers()[1], np.int32, len(values) + 1, values.offset * 4)
+            if len(values) and np.diff(offsets).max() > _MAX_FIELD_CHARS:
+                values = pc.utf8_slice_codeunits(values, 0, _MAX_FIELD_CHARS)
+            values = pc.dictionary_encode(values)
         arrays.append(values)
         roles.append(role)
     return pa.RecordBatch.from_arrays(arrays, names=roles)
