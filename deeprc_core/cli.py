@@ -13,6 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from deeprc_core import cli_interpret, simulate
+from deeprc_core.config import TrainingConfig
 from deeprc_core.errors import DeepRCError
 
 
@@ -45,7 +46,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from deeprc_core.checkpoint import save_model
     from deeprc_core.dataset import open_dataset
     from deeprc_core.model import DeepRCConfig
-    from deeprc_core.training import TrainingConfig, cross_validate, infer_target, train
+    from deeprc_core.training import cross_validate, infer_target, train
 
     _check_train_outputs(args)
     training = TrainingConfig(
@@ -56,11 +57,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
         max_minutes=args.max_minutes,
         batch_size=args.batch_size,
         n_sequences=args.n_sequences,
+        n_kept=args.n_kept,
         top_fraction=args.top_fraction,
+        full_softmax=not args.paper_softmax,
         learning_rate=args.learning_rate,
+        fine_tune_factor=args.fine_tune_factor,
+        warmup_updates=args.warmup_updates,
+        seed_kernels=not args.no_seed_kernels,
         eval_every=args.eval_every,
         patience=args.patience,
-        use_genes=args.use_genes,
+        min_updates=args.min_updates,
+        use_genes=True if args.use_genes else (False if args.no_genes else None),
         seed=args.seed,
         device=args.device,
     )
@@ -177,21 +184,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--overwrite", action="store_true", help="replace a model already in --out (its MODEL_CARD.md and card/ go too)"
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same model on CPU)")
-    p.add_argument("--max-updates", type=int, default=3000, help="maximum parameter updates")
+    t = TrainingConfig()
+    p.add_argument("--seed", type=int, default=t.seed, help="random seed (same seed, same model on CPU)")
+    p.add_argument("--max-updates", type=int, default=t.max_updates, help="maximum parameter updates")
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget in minutes (default: none)")
-    p.add_argument("--batch-size", type=int, default=4, help="repertoires per update")
-    p.add_argument("--n-sequences", type=int, default=1000, help="sequences sampled per repertoire per update")
-    p.add_argument("--top-fraction", type=float, default=0.1, help="share of sampled sequences kept by attention")
-    p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate")
-    p.add_argument("--eval-every", type=int, default=25, help="updates between validation evaluations")
-    p.add_argument("--patience", type=int, default=12, help="evaluations without improvement before stopping")
+    p.add_argument("--batch-size", type=int, default=t.batch_size, help="repertoires per update")
+    p.add_argument("--n-sequences", type=int, default=t.n_sequences, help="sequences ranked per repertoire per update (default: all)")
+    p.add_argument("--n-kept", type=int, default=t.n_kept, help="sequences per repertoire kept by attention for the gradient pass")
+    p.add_argument("--top-fraction", type=float, default=t.top_fraction, help="instead of --n-kept: share of the ranked sequences kept (the paper: 0.1)")
+    p.add_argument("--paper-softmax", action="store_true", help="softmax over the kept sequences only (default: the whole repertoire, the rest as constants)")
+    p.add_argument("--learning-rate", type=float, default=t.learning_rate, help="AdamW learning rate of o()")
+    p.add_argument("--fine-tune-factor", type=float, default=t.fine_tune_factor, help="learning rate of h() and f() relative to o()")
+    p.add_argument("--warmup-updates", type=int, default=t.warmup_updates, help="updates that train o() only")
+    p.add_argument("--no-seed-kernels", action="store_true", help="random start instead of kernels seeded on enriched k-mers")
+    p.add_argument("--eval-every", type=int, default=t.eval_every, help="updates between validation evaluations")
+    p.add_argument("--patience", type=int, default=t.patience, help="evaluations without improvement before stopping")
+    p.add_argument("--min-updates", type=int, default=t.min_updates, help="no early stopping before this many updates")
     p.add_argument("--kernel-size", type=int, default=9, help="CNN kernel width (odd)")
     p.add_argument("--n-kernels", type=int, default=32, help="CNN kernels")
     p.add_argument("--n-layers", type=int, default=1, help="CNN layers")
     p.add_argument("--n-heads", type=int, default=1, help="attention heads")
     p.add_argument("--embedding", default="cnn", choices=["cnn", "lstm"], help="sequence embedding network")
-    p.add_argument("--use-genes", action="store_true", help="learn V/J gene embeddings")
+    genes = p.add_mutually_exclusive_group()
+    genes.add_argument("--use-genes", action="store_true", help="learn V/J gene embeddings (default: when the data has gene calls)")
+    genes.add_argument("--no-genes", action="store_true", help="ignore V/J genes")
     p.add_argument("--use-counts", action="store_true", help="join log(1 + count) to each sequence")
     p.add_argument("--max-length", type=int, default=40, help="drop junctions longer than this")
     p.add_argument("--cv", type=int, default=0, metavar="K", help="run K-fold cross-validation instead (writes OUT/cross_validation.tsv)")

@@ -30,7 +30,10 @@ from deeprc_core.model import DeepRC
 KERNEL_WEIGHT = 1.0  # weight on each residue of a seeded pattern
 ATTENTION_INPUT_WEIGHT = 2.0  # attention hidden unit <- its seeded kernel
 ATTENTION_OUTPUT_WEIGHT = 3.0  # attention logit <- that hidden unit
+N_SHUFFLES = 2  # label shuffles that set the enrichment threshold
 MIN_T = 4.0  # enrichment floor, whatever the shuffled labels give
+GENE_MIN_T = 2.0  # genes weighed in once gene usage as a whole carries signal
+NULL_MARGIN = 1.2  # an enriched pattern beats the best pattern under shuffled labels by this factor
 
 
 @dataclass
@@ -71,6 +74,73 @@ def _t_statistics(sums: np.ndarray, squares: np.ndarray, n: np.ndarray, floor: f
     return (mean[1] - mean[0]) / se
 
 
+def enrichment(
+    features: Callable[[int], np.ndarray],
+    n_repertoires: int,
+    labels: np.ndarray,
+    kind: str,
+    unit: float,
+    seed: int = 0,
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """Enrichment statistics of per-repertoire features, and the threshold that shuffled labels set.
+
+    ``features(i)`` returns repertoire ``i``'s feature vector (rates); ``unit`` is the rate one occurrence
+    adds in a typical repertoire (it floors the standard error so a pattern seen once is no signal).
+    Returns ``(t (C, F), threshold, classes)``: one row per class (one row for binary and regression).
+    Only per-class sums and squares are kept, so memory does not grow with the number of repertoires.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    label_sets = [labels] + [rng.permutation(labels) for _ in range(N_SHUFFLES)]
+    if kind == "multiclass":
+        classes = np.unique(labels)
+        groups = [np.stack([(lab == c).astype(np.float64) for c in classes]) for lab in label_sets]  # (C, R)
+    else:
+        classes = np.array([0])
+        groups = [(lab.astype(np.float64))[None, :] for lab in label_sets]  # (1, R)
+    n_classes = len(classes)
+    sums = squares = cross = None  # per label set, class and group (rest / class); cross: regression sum x * y
+    for i in range(n_repertoires):
+        x = features(i)
+        if sums is None:
+            sums = np.zeros((len(label_sets), n_classes, 2, len(x)))
+            squares = np.zeros_like(sums)
+            cross = np.zeros((len(label_sets), len(x)))
+        x2 = x * x
+        for s, g in enumerate(groups):
+            if kind == "regression":
+                sums[s, 0, 0] += x
+                squares[s, 0, 0] += x2
+                cross[s] += x * label_sets[s][i]
+            else:
+                for c in range(n_classes):
+                    member = int(g[c, i] > 0.5)
+                    sums[s, c, member] += x
+                    squares[s, c, member] += x2
+    if sums is None:
+        return np.zeros((n_classes, 0)), np.inf, classes
+    stats = np.zeros((len(label_sets), n_classes, sums.shape[-1]))
+    floor = unit**2 / n_repertoires**2
+    for s in range(len(label_sets)):
+        if kind == "regression":
+            y = label_sets[s].astype(np.float64)
+            n = float(len(y))
+            mx, my = sums[s, 0, 0] / n, y.mean()
+            cov = cross[s] / n - mx * my
+            sx = np.sqrt(np.maximum(squares[s, 0, 0] / n - mx**2, 0.0) + floor)
+            r = np.clip(cov / (sx * (y.std() or 1.0)), -0.999, 0.999)
+            stats[s, 0] = r * np.sqrt((n - 2) / (1 - r**2))
+        else:
+            for c in range(n_classes):
+                n_in = groups[s][c].sum()
+                counts = np.array([n_repertoires - n_in, n_in], dtype=np.float64)
+                if counts.min() < 2:
+                    continue
+                stats[s, c] = _t_statistics(sums[s, c], squares[s, c], counts, floor)
+    threshold = max(MIN_T, NULL_MARGIN * float(stats[1:].max()))
+    return stats[0], threshold, classes
+
+
 def enriched_patterns(
     repertoires: Callable[[int], tuple[np.ndarray, np.ndarray]],
     n_repertoires: int,
@@ -97,64 +167,16 @@ def enriched_patterns(
     seed
         Seed of the label shuffles that set the enrichment threshold.
     """
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    n_shuffles = 2
-    label_sets = [labels] + [rng.permutation(labels) for _ in range(n_shuffles)]
-    if kind == "multiclass":
-        classes = np.unique(labels)
-        groups = [np.stack([(lab == c).astype(np.float64) for c in classes]) for lab in label_sets]  # (C, R)
-    else:
-        classes = np.array([0])
-        groups = [(lab.astype(np.float64))[None, :] for lab in label_sets]  # (1, R)
-    n_classes = len(classes)
-    n_features = None
-    # per label set, class, group (rest / class): sums and squares of per-repertoire rates (x 1,000 sequences)
-    sums = squares = None
-    cross = None  # regression: sum of x * y per label set
-    for i in range(n_repertoires):
+    def rates(i: int) -> np.ndarray:
         codes, lengths = repertoires(i)
-        x = count_patterns(codes, lengths, shapes) * (1000.0 / max(len(codes), 1))
-        if n_features is None:
-            n_features = len(x)
-            sums = np.zeros((len(label_sets), n_classes, 2, n_features))
-            squares = np.zeros_like(sums)
-            cross = np.zeros((len(label_sets), n_features))
-        x2 = x * x
-        for s, g in enumerate(groups):
-            if kind == "regression":
-                sums[s, 0, 0] += x
-                squares[s, 0, 0] += x2
-                cross[s] += x * label_sets[s][i]
-            else:
-                for c in range(n_classes):
-                    member = int(g[c, i] > 0.5)
-                    sums[s, c, member] += x
-                    squares[s, c, member] += x2
-    if n_features is None:
-        return []
-    stats = np.zeros((len(label_sets), n_classes, n_features))
-    floor = 1.0 / n_repertoires  # Poisson-like floor: a pattern seen once in one repertoire is no signal
-    for s in range(len(label_sets)):
-        if kind == "regression":
-            y = label_sets[s].astype(np.float64)
-            n = float(len(y))
-            mx, my = sums[s, 0, 0] / n, y.mean()
-            cov = cross[s] / n - mx * my
-            sx = np.sqrt(np.maximum(squares[s, 0, 0] / n - mx**2, 0.0) + floor)
-            r = np.clip(cov / (sx * (y.std() or 1.0)), -0.999, 0.999)
-            stats[s, 0] = r * np.sqrt((n - 2) / (1 - r**2))
-        else:
-            for c in range(n_classes):
-                n_in = groups[s][c].sum()
-                counts = np.array([n_repertoires - n_in, n_in], dtype=np.float64)
-                if counts.min() < 2:
-                    continue
-                stats[s, c] = _t_statistics(sums[s, c], squares[s, c], counts, floor)
-    threshold = max(MIN_T, float(stats[1:].max()) if n_shuffles else MIN_T)
+        return count_patterns(codes, lengths, shapes) * (1000.0 / max(len(codes), 1))  # per 1,000 sequences
+
+    unit = 1000.0 / max(len(repertoires(0)[0]), 1) if n_repertoires else 1.0  # one occurrence, per 1,000
+    stats, threshold, classes = enrichment(rates, n_repertoires, labels, kind, unit, seed)
+    n_classes, n_features = stats.shape
     found: list[EnrichedPattern] = []
     # strongest first, classes taking turns so every class gets its own detectors
-    ranked = [np.argsort(-stats[0, c]) for c in range(n_classes)]
+    ranked = [np.argsort(-stats[c]) for c in range(n_classes)]
     cursors = [0] * n_classes
     active = set(range(n_classes))
     while active and len(found) < max_patterns:
@@ -162,7 +184,7 @@ def enriched_patterns(
             while cursors[c] < n_features:
                 index = int(ranked[c][cursors[c]])
                 cursors[c] += 1
-                t = float(stats[0, c, index])
+                t = float(stats[c, index])
                 if t <= threshold:
                     cursors[c] = n_features
                     break
@@ -178,23 +200,95 @@ def enriched_patterns(
     return found
 
 
+def enriched_genes(
+    genes: Callable[[int], tuple[np.ndarray | None, np.ndarray | None]],
+    n_v: int,
+    n_j: int,
+    n_repertoires: int,
+    labels: np.ndarray,
+    kind: str,
+    seed: int = 0,
+) -> tuple[dict[int, float], dict[int, float]]:
+    """V and J genes whose usage is enriched in a class (for regression: rises with the target).
+
+    ``genes(i)`` returns repertoire ``i``'s per-sequence V and J indices (model vocabularies, 0 = unknown,
+    None where the model does not use that gene); ``n_v`` / ``n_j`` are the vocabulary sizes (with 0).
+    Returns ``{V index: weight}`` and ``{J index: weight}`` (weights in (0, 1], the strongest gene 1; empty
+    when no gene beats the shuffled-label threshold).
+    """
+    if not n_repertoires or (n_v <= 1 and n_j <= 1):
+        return [], []
+
+    def usage(i: int) -> np.ndarray:
+        v, j = genes(i)
+        n = max(len(v) if v is not None else len(j), 1)
+        parts = [np.bincount(x, minlength=size) if x is not None else np.zeros(size) for x, size in ((v, n_v), (j, n_j))]
+        return np.concatenate(parts) * (1000.0 / n)
+
+    v0, j0 = genes(0)
+    unit = 1000.0 / max(len(v0) if v0 is not None else len(j0), 1)
+    stats, threshold, _ = enrichment(usage, n_repertoires, labels, kind, unit, seed)
+    best = stats.max(axis=0)  # enriched in any class
+    best[0] = best[n_v] = 0.0  # unknown genes carry no signal
+    if best.max() <= threshold:
+        return {}, {}
+    # once one gene clears the shuffled-label threshold, every nominally enriched gene (t > 2) is weighed by
+    # its t: like a logistic regression on gene usage, the signal is spread over many genes
+    weight = np.where(best > GENE_MIN_T, best / best.max(), 0.0)
+    as_dict = lambda w: {int(g): float(w[g]) for g in np.flatnonzero(w)}  # noqa: E731
+    return as_dict(weight[:n_v]), as_dict(weight[n_v:])
+
+
+def _seed_attention_unit(model: DeepRC, unit: int, feature: int, gain: float = ATTENTION_OUTPUT_WEIGHT) -> None:
+    """Attention hidden unit ``unit`` reads representation feature ``feature`` only; the logit of head
+    ``unit % H`` reads the unit with weight ``gain`` (a one-layer f() reads the feature directly)."""
+    first, last = model.attention[0], model.attention[-1]
+    if len(model.attention) == 1:
+        first.weight[unit % first.out_features, feature] = gain
+        return
+    first.weight[unit].zero_()
+    first.weight[unit, feature] = ATTENTION_INPUT_WEIGHT
+    first.bias[unit] = 0.0
+    last.weight[:, unit] = 0.0
+    last.weight[unit % last.out_features, unit] = gain
+
+
+def gene_gain(share: float) -> float:
+    """Attention gain for an enriched-gene unit: sequences of the enriched genes (``share`` of a repertoire
+    on average) start with about half of the attention. Unlike a rare motif, a gene is common in every
+    repertoire, and only its *share* differs; a softmax saturated on those genes would hide the share, while
+    at half the attention the pooled representation moves most with it."""
+    share = min(max(share, 1e-6), 0.5)
+    lift = float(np.log((1 - share) / share))  # logit lift that gives the enriched sequences half the weight
+    return lift / float(torch.nn.functional.selu(torch.tensor(ATTENTION_INPUT_WEIGHT)))
+
+
 @torch.no_grad()
-def seed_model(model: DeepRC, patterns: list[EnrichedPattern]) -> list[int]:
-    """Write enriched patterns into the first CNN layer and the attention network of an untrained model.
+def seed_model(
+    model: DeepRC,
+    patterns: list[EnrichedPattern],
+    v_genes: dict[int, float] | None = None,
+    j_genes: dict[int, float] | None = None,
+    gene_shares: tuple[float, float] = (0.5, 0.5),
+) -> list[int]:
+    """Write enriched patterns (and genes) into the first CNN layer and the attention network of an untrained
+    model.
 
     Kernel ``k`` (for the ``k``-th pattern) gets weight ``KERNEL_WEIGHT`` on each pattern residue at its
     offset (centred in the kernel), zero elsewhere, and a bias that leaves a full match at +0.5 and a match
     of all but one residue at -0.5. Attention hidden unit ``k`` reads that kernel, and the attention logit
-    reads the unit (head ``k % n_heads``). Returns the seeded kernel indices.
+    reads the unit (head ``k % n_heads``). Enriched V (J) genes get their weight on the first dimension of their
+    gene embedding (every other gene 0), read by the next attention unit with the gain of
+    :func:`gene_gain` for their mean share of a repertoire (``gene_shares``). Returns the seeded kernels.
     """
-    if model.config.embedding != "cnn" or not patterns:
+    if model.config.embedding != "cnn":
         return []
     conv = model.convs[0]
     width = model.config.kernel_size
-    first, last = model.attention[0], model.attention[-1]
-    n = min(len(patterns), model.config.n_kernels, first.out_features if len(model.attention) > 1 else 0)
+    n_units = model.attention[0].out_features if len(model.attention) > 1 else model.config.n_kernels
     seeded = []
-    for k, p in enumerate(patterns[:n]):
+    for p in patterns[: min(model.config.n_kernels, n_units)]:
+        k = len(seeded)
         span = p.shape[-1] + 1
         if span > width:
             continue
@@ -203,14 +297,19 @@ def seed_model(model: DeepRC, patterns: list[EnrichedPattern]) -> list[int]:
         for offset, residue in zip(p.shape, p.residues):
             conv.weight[k, residue, start + offset] = KERNEL_WEIGHT
         conv.bias[k] = -KERNEL_WEIGHT * (len(p.shape) - 0.5)
-        # attention: hidden unit k reads kernel k only; the logit of head k % H reads unit k
-        first.weight[k].zero_()
-        first.weight[k, k] = ATTENTION_INPUT_WEIGHT
-        first.bias[k] = 0.0
-        last.weight[:, k] = 0.0
-        last.weight[k % last.out_features, k] = ATTENTION_OUTPUT_WEIGHT
+        _seed_attention_unit(model, k, k)
         seeded.append(k)
+    unit, feature = len(seeded), model.config.embedding_size
+    for embedding, enriched, share in ((model.v_embedding, v_genes, gene_shares[0]), (model.j_embedding, j_genes, gene_shares[1])):
+        if embedding is None:
+            continue
+        if enriched and unit < n_units:
+            embedding.weight[:, 0] = 0.0
+            embedding.weight[list(enriched), 0] = torch.tensor(list(enriched.values()), dtype=embedding.weight.dtype)
+            _seed_attention_unit(model, unit, feature, gene_gain(share))
+            unit += 1
+        feature += model.config.gene_embedding_dim
     return seeded
 
 
-__all__ = ["EnrichedPattern", "enriched_patterns", "seed_model"]
+__all__ = ["EnrichedPattern", "enriched_genes", "enriched_patterns", "enrichment", "gene_gain", "seed_model"]

@@ -33,87 +33,11 @@ from sklearn.metrics import (
 )
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
+from deeprc_core.config import TrainingConfig
 from deeprc_core.dataset import RepertoireDataset
 from deeprc_core.errors import DeepRCError
 from deeprc_core.io import PAD, decode_sequences
 from deeprc_core.model import DeepRC, DeepRCConfig, TargetSpec, autocast, outputs_to_probabilities, resolve_device
-
-
-@dataclass
-class TrainingConfig:
-    """How to train; the defaults converge on small simulated data on a laptop CPU in minutes."""
-
-    target: str = "disease"  # metadata column to predict
-    positive: str | None = None  # value of the positive class (binary); None = infer from the column
-    task: str = "auto"  # "auto", "binary", "multiclass" or "regression"
-    max_updates: int = 3000  # upper bound on parameter updates
-    max_minutes: float | None = 5.0  # wall-clock budget; None = no limit
-    batch_size: int = 4  # repertoires per update
-    n_sequences: int | None = None  # sequences ranked per repertoire per update (None = all; else drawn without replacement)
-    n_kept: int = 128  # sequences per repertoire kept by attention (highest first) for the gradient pass
-    top_fraction: float | None = None  # instead of n_kept: share of the ranked sequences kept (the paper: 0.1)
-    full_softmax: bool = True  # non-kept sequences stay in the softmax and the pooled sum as constants, so the
-    # training forward pass equals scoring on the whole repertoire; False = softmax over the kept ones only (the paper)
-    warmup_updates: int = 100  # updates that train only the output network o() before h() and f() are fine-tuned
-    # too (linear probe, then fine-tune: keeps the seeded detectors from being distorted by a random head)
-    seed_kernels: bool = True  # data-driven start: kernels and attention seeded on k-mers enriched in the training labels
-    learning_rate: float = 1e-3  # Adam step size
-    weight_decay: float = 1e-4  # Adam L2 penalty
-    eval_every: int = 25  # updates between validation evaluations
-    patience: int = 12  # evaluations without validation-loss improvement before stopping
-    validation_fraction: float = 0.2  # share of repertoires held out (stratified) for validation
-    eval_max_sequences: int | None = None  # cap sequences per validation repertoire (None = all)
-    use_genes: bool = False  # learn V/J gene embeddings joined to each sequence's embedding
-    seed: int = 0  # seed for splits, sampling and initialisation
-    device: str = "auto"  # "auto", "cpu" or "cuda"
-
-    def __post_init__(self) -> None:
-        _check_training_config(self)
-
-
-_COUNTS = {  # whole-number settings: smallest allowed value (None allowed where the field may be None)
-    "max_updates": 1,
-    "batch_size": 1,
-    "n_sequences": 1,
-    "n_kept": 1,
-    "eval_every": 1,
-    "patience": 1,
-    "eval_max_sequences": 1,
-    "seed": 0,
-}
-_OPTIONAL = {"n_sequences", "eval_max_sequences"}
-
-
-def _flag(name: str) -> str:
-    return f"{name} (--{name.replace('_', '-')})"
-
-
-def _check_training_config(cfg: TrainingConfig) -> None:
-    """Refuse settings that would crash, loop or silently save an untrained model (0 updates, a NaN learning
-    rate, a negative time budget), each in a sentence naming the command-line flag."""
-    for name, low in _COUNTS.items():
-        if not hasattr(cfg, name):
-            continue
-        value = getattr(cfg, name)
-        if value is None and name in _OPTIONAL:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise DeepRCError(f"{_flag(name)} must be a whole number of at least {low}, not {value!r}.")
-    for name, positive in (("learning_rate", True), ("weight_decay", False), ("max_minutes", True)):
-        value = getattr(cfg, name)
-        if name == "max_minutes" and value is None:
-            continue
-        ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value)
-        if not ok or value < 0 or (positive and value == 0):
-            need = "a positive number" if positive else "zero or a positive number"
-            raise DeepRCError(f"{_flag(name)} must be {need}, not {value!r}.")
-    top = getattr(cfg, "top_fraction", None)
-    if top is not None and not (isinstance(top, (int, float)) and 0 < top <= 1):
-        raise DeepRCError(f"{_flag('top_fraction')} must lie in (0, 1], not {top!r}.")
-    if not (isinstance(cfg.validation_fraction, (int, float)) and 0 < cfg.validation_fraction < 1):
-        raise DeepRCError(f"validation_fraction must lie strictly between 0 and 1, not {cfg.validation_fraction!r}.")
-    if cfg.task not in ("auto", "binary", "multiclass", "regression"):
-        raise DeepRCError(f"Unknown task '{cfg.task}'; use auto, binary, multiclass or regression.")
 
 
 @dataclass
@@ -326,6 +250,18 @@ class _Selection:
     kept: list[np.ndarray]  # per repertoire: rows kept for the gradient pass
 
 
+def build_optimizer(model: DeepRC, training: TrainingConfig) -> torch.optim.Optimizer:
+    """AdamW with two parameter groups: o() first (it alone learns during the warm-up), then h() and f().
+
+    AdamW, not Adam with an L2 term: Adam normalises the L2 gradient, so a weight the loss does not use (a
+    seeded detector of a second motif, while the first motif already separates the training repertoires)
+    shrinks by about the learning rate every update and is gone within a few thousand updates."""
+    head = list(model.output.parameters())
+    body = [p for p in model.parameters() if all(p is not q for q in head)]
+    groups = [{"params": head}, {"params": body}]
+    return torch.optim.AdamW(groups, lr=training.learning_rate, weight_decay=training.weight_decay)
+
+
 class _Trainer:
     """One training run; :func:`train` is its public face."""
 
@@ -340,7 +276,8 @@ class _Trainer:
         config = copy.deepcopy(model_config) if model_config is not None else DeepRCConfig()
         config.targets = [asdict(spec)]
         config.max_length = dataset.max_length
-        if training.use_genes:
+        use_genes = training.use_genes if training.use_genes is not None else len(dataset.v_vocab) + len(dataset.j_vocab) > 2
+        if use_genes:
             config.v_genes = [g for g in dataset.v_vocab.tolist() if g]
             config.j_genes = [g for g in dataset.j_vocab.tolist() if g]
         DeepRCConfig.__post_init__(config)
@@ -352,6 +289,7 @@ class _Trainer:
         ]
         self.stratify = y if self.specs[0].kind != "regression" else None
         self.seeded_patterns: list[dict] = []
+        self.seeded_genes: list[str] = []
 
     def split(self) -> tuple[np.ndarray, np.ndarray]:
         n = len(self.dataset)
@@ -372,23 +310,72 @@ class _Trainer:
         return _Encoded(self.dataset, model, indices)
 
     def seed(self, model: DeepRC, encoded: _Encoded, train_idx: np.ndarray) -> None:
-        """With ``seed_kernels``, start kernels and attention on k-mers enriched in the training repertoires
-        (:mod:`deeprc_core.seeding`); the validation repertoires are never looked at."""
-        self.seeded_patterns = []
-        if self.cfg.seed_kernels and self.config.embedding == "cnn":
-            from deeprc_core.seeding import enriched_patterns, seed_model
+        """With ``seed_kernels``, start kernels and attention on k-mers (and V/J genes, when the model uses
+        them) enriched in the training repertoires (:mod:`deeprc_core.seeding`); the validation repertoires
+        are never looked at."""
+        self.seeded_patterns, self.seeded_genes = [], []
+        if not self.cfg.seed_kernels or self.config.embedding != "cnn":
+            return
+        from deeprc_core.seeding import enriched_genes, enriched_patterns, seed_model
 
-            spec = self.specs[0]
-            patterns = enriched_patterns(
-                lambda k: encoded.arrays(int(train_idx[k])),
-                len(train_idx),
-                self.targets[0][train_idx],
-                spec.kind,
-                max_patterns=self.config.n_kernels // 2,
-                seed=self.cfg.seed,
-            )
-            seed_model(model, patterns)
-            self.seeded_patterns = [{"pattern": p.pattern, "t": round(p.t, 2), "class": p.label} for p in patterns]
+        kind, labels, seed = self.specs[0].kind, self.targets[0][train_idx], self.cfg.seed
+        patterns = enriched_patterns(
+            lambda k: encoded.arrays(int(train_idx[k])), len(train_idx), labels, kind, self.config.n_kernels // 2, seed
+        )
+
+        def genes(k: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+            rep = encoded.get(int(train_idx[k]))
+            return (rep.v.numpy() if rep.v is not None else None), (rep.j.numpy() if rep.j is not None else None)
+
+        v_genes, j_genes = enriched_genes(
+            genes, len(self.config.v_genes) + 1, len(self.config.j_genes) + 1, len(train_idx), labels, kind, seed
+        )
+        def share(which: int, chosen: dict[int, float]) -> float:  # weighted share of enriched-gene sequences
+            if not chosen:
+                return 0.5
+            lookup = np.zeros(max(chosen) + 1)
+            lookup[list(chosen)] = list(chosen.values())
+            values = [genes(k)[which] for k in range(len(train_idx))]
+            return float(np.mean([lookup[np.minimum(g, len(lookup) - 1)].mean() for g in values]))
+
+        shares = (share(0, v_genes), share(1, j_genes))
+        seed_model(model, patterns, v_genes, j_genes, shares)
+        self.seeded_patterns = [{"pattern": p.pattern, "t": round(p.t, 2), "class": p.label} for p in patterns]
+        self.seeded_genes = [f"{self.config.v_genes[g - 1]} ({w:.2f})" for g, w in v_genes.items()]
+        self.seeded_genes += [f"{self.config.j_genes[g - 1]} ({w:.2f})" for g, w in j_genes.items()]
+
+    @torch.no_grad()
+    def probe(self, model: DeepRC, encoded: _Encoded, train_idx: np.ndarray) -> None:
+        """Fit a linear o() in closed form on the pooled representations of the training repertoires (a
+        regularised logistic / ridge regression), so fine-tuning starts from a head that already reads the
+        seeded detectors instead of a random one. Skipped when o() has hidden layers."""
+        if self.config.output_layers != 1 or len(self.specs) != 1:
+            return
+        from sklearn.linear_model import LogisticRegression, Ridge
+
+        model.eval()
+        rows = []
+        for i in train_idx:
+            rep = encoded.get(int(i))
+            with autocast(self.device):
+                emb = model.embed(rep.codes, rep.lengths).float()
+            z = model.represent(emb, rep.v, rep.j, rep.counts)
+            weights = model.attention_weights(model.attention_logits(z), None, 1)
+            rows.append(model.pool(z, weights, None, 1)[0].float().cpu().numpy())  # (H * D,)
+        x, y, spec = np.stack(rows), self.targets[0][train_idx], self.specs[0]
+        layer = model.output[-1]
+        if spec.kind == "regression":
+            fit = Ridge(alpha=1.0).fit(x, y)
+            coef, intercept = fit.coef_[None, :], np.atleast_1d(fit.intercept_)
+        else:
+            if len(np.unique(y)) < 2:
+                return
+            fit = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000).fit(x, y)
+            coef, intercept = fit.coef_, fit.intercept_
+            if spec.kind == "multiclass" and coef.shape[0] != layer.out_features:
+                return  # a class absent from the training part: leave o() to gradient descent
+        layer.weight.copy_(torch.as_tensor(coef, dtype=layer.weight.dtype))
+        layer.bias.copy_(torch.as_tensor(intercept, dtype=layer.bias.dtype))
 
     def _n_kept(self, n: int) -> int:
         if self.cfg.top_fraction is not None:
@@ -520,10 +507,9 @@ class _Trainer:
         encoded = self.prepare(model, np.concatenate([train_idx, val_idx]))
         if resume_from is None:
             self.seed(model, encoded, train_idx)
-        head = list(model.output.parameters())
-        body = [p for p in model.parameters() if all(p is not q for q in head)]
-        groups = [{"params": head}, {"params": body}]  # o() first: it alone learns during the warm-up
-        optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+            if cfg.seed_kernels:
+                self.probe(model, encoded, train_idx)
+        optimizer = build_optimizer(model, cfg)
         history: list[dict] = []
         update, best_loss, best_state, best_eval, stale = 0, math.inf, None, None, 0
         if resume_from is not None:
@@ -559,7 +545,7 @@ class _Trainer:
             loss = _loss(outputs, [t[batch].to(self.device) for t in targets_t], self.specs, self.pos_weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.param_groups[1]["lr"] = cfg.learning_rate if update >= cfg.warmup_updates else 0.0
+            optimizer.param_groups[1]["lr"] = cfg.learning_rate * cfg.fine_tune_factor if update >= cfg.warmup_updates else 0.0
             optimizer.step()
             update += 1
             running.append(loss.item())
@@ -586,7 +572,7 @@ class _Trainer:
                 progress.history, progress.best = history, best_eval
                 if on_evaluate is not None:
                     on_evaluate(progress)
-                if stale >= cfg.patience:
+                if stale >= cfg.patience and update >= cfg.min_updates:
                     reason = "early stopping"
                     break
         if best_state is None or (history and history[-1]["update"] != update and reason != "early stopping"):
@@ -611,6 +597,7 @@ class _Trainer:
             "stop_reason": reason,
             "training_seconds": round(time.perf_counter() - start, 1),
             "seeded_patterns": self.seeded_patterns,
+            "seeded_genes": self.seeded_genes,
         }
         return TrainingResult(model, history, metrics, train_idx, val_idx, optimizer, state)
 

@@ -20,7 +20,7 @@ from deeprc_core.errors import DeepRCError
 from deeprc_core.io import ReadReport, Repertoire, encode_sequences
 from deeprc_core.model import DeepRC, DeepRCConfig, TargetSpec
 from deeprc_core.scoring import score_repertoire
-from deeprc_core.training import TrainingConfig, _Trainer, train
+from deeprc_core.training import TrainingConfig, _Trainer, build_optimizer, train
 
 
 def _model(seed: int = 0, **overrides) -> DeepRC:
@@ -310,7 +310,7 @@ def test_resume_continues_the_update_count(resume_dataset, tmp_path):
         "weights.safetensors",
     ]
 
-    fresh = torch.optim.Adam(DeepRC(first.model.config).parameters())
+    fresh = build_optimizer(DeepRC(first.model.config), _training(4))
     state = load_training_state(directory, fresh)
     assert state["update"] == 4
     assert [h["update"] for h in state["history"]] == [2, 4]
@@ -330,7 +330,10 @@ def test_resume_continues_the_update_count(resume_dataset, tmp_path):
 
 def test_resumed_model_reports_the_metrics_of_its_own_weights(resume_dataset, tmp_path):
     """After resuming, the metrics must belong to the restored (best) weights, not to the last evaluation."""
-    config = replace(_training(200), target="hla", positive=None, task="multiclass", patience=3, learning_rate=0.05)
+    config = replace(
+        _training(200), target="hla", positive=None, task="multiclass", patience=3, learning_rate=0.05,
+        min_updates=0, warmup_updates=0, fine_tune_factor=1.0,
+    )  # fmt: skip
     first = train(resume_dataset, config, ARCH)
     best = min(first.history, key=lambda h: h["val_loss"])
     assert first.state["stop_reason"] == "early stopping" and best["update"] < first.history[-1]["update"]

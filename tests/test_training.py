@@ -28,7 +28,7 @@ LEARN_ARCH = DeepRCConfig(n_kernels=8, kernel_size=5)
 # Settings for the cheap runs that check mechanics rather than learning.
 QUICK = TrainingConfig(
     target="disease", positive="positive", max_updates=6, max_minutes=None, batch_size=2, n_sequences=20,
-    top_fraction=0.5, eval_every=3, patience=100, seed=0, device="cpu",
+    top_fraction=0.5, eval_every=3, patience=100, min_updates=0, seed=0, device="cpu",
 )  # fmt: skip
 QUICK_ARCH = DeepRCConfig(n_kernels=4, kernel_size=3, attention_units=8)
 

@@ -1,0 +1,144 @@
+"""The training fixes of issue 9, each guarded on tiny planted data: the data-driven start finds the planted
+motif, a witness survives the reduction once the attention prefers it, the training forward pass with the
+rest of the repertoire as constants equals scoring, and the optimizer keeps unused seeded detectors."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from conftest import MOTIF, write_dataset
+
+from deeprc_core.dataset import open_dataset
+from deeprc_core.kmers import CONTIGUOUS_4, count_patterns, pattern_string, window_codes
+from deeprc_core.model import DeepRC, DeepRCConfig
+from deeprc_core.scoring import score_repertoire
+from deeprc_core.seeding import enriched_genes, enriched_patterns, gene_gain
+from deeprc_core.training import TrainingConfig, _Trainer, build_optimizer
+
+CONFIG = TrainingConfig(target="disease", positive="positive", max_minutes=None, n_kept=8, device="cpu")
+ARCH = DeepRCConfig(n_kernels=8, kernel_size=5, attention_units=16)
+
+
+@pytest.fixture(scope="module")
+def rare(tmp_path_factory):
+    """40 repertoires x 400 sequences, the motif in 1 % (4 witnesses) of each positive's sequences."""
+    ds = open_dataset(write_dataset(tmp_path_factory.mktemp("rare"), n_repertoires=40, n_sequences=400, witness_rate=0.01))
+    yield ds
+    ds.close()
+
+
+def _witness_rows(encoded, i: int) -> np.ndarray:
+    return np.flatnonzero([MOTIF in s for s in encoded.sequences(i)])
+
+
+def _seeded(ds, config=CONFIG):
+    trainer = _Trainer(ds, config, ARCH)
+    train_idx, _ = trainer.split()
+    torch.manual_seed(0)
+    model = DeepRC(trainer.config)
+    encoded = trainer.prepare(model, np.arange(len(ds)))
+    trainer.seed(model, encoded, train_idx)
+    return trainer, model, encoded, train_idx
+
+
+def test_kmer_counts_match_a_direct_count():
+    codes = np.array([[0, 1, 2, 3, 4, 20], [4, 3, 2, 1, 0, 0]], dtype=np.uint8)
+    lengths = np.array([5, 6])
+    windows = window_codes(codes, lengths, CONTIGUOUS_4)
+    assert len(windows) == 2 + 3  # L - 3 windows per sequence, none over the padding
+    assert sorted(pattern_string(CONTIGUOUS_4, int(w)) for w in windows)[:1] == ["ACDE"]
+    assert count_patterns(codes, lengths, (CONTIGUOUS_4,)).sum() == 5
+    assert pattern_string((0, 3, 4), 15 + 11 * 20 + 3 * 400) == "S..NE"
+
+
+def test_enrichment_finds_the_planted_motif_and_nothing_under_shuffled_labels(rare):
+    trainer, _, encoded, train_idx = _seeded(rare)
+    found = [p["pattern"] for p in trainer.seeded_patterns]
+    assert found and found[0] in {MOTIF, MOTIF[:3], MOTIF[1:]} | {MOTIF[0] + "." + MOTIF[2:], MOTIF[:2] + "." + MOTIF[3]}
+    labels = trainer.targets[0][train_idx]
+    shuffled = np.random.default_rng(5).permutation(labels)
+    while abs(np.corrcoef(shuffled, labels)[0, 1]) > 0.3:
+        shuffled = np.random.default_rng(int(shuffled.sum() * 7 + 1)).permutation(labels)
+    noise = enriched_patterns(lambda k: encoded.arrays(int(train_idx[k])), len(train_idx), shuffled, "binary", 4)
+    assert all(MOTIF not in p.pattern for p in noise)
+
+
+def test_a_witness_survives_the_reduction_once_the_attention_prefers_it(rare):
+    trainer, model, encoded, train_idx = _seeded(rare)
+    positives = [int(i) for i in train_idx if trainer.targets[0][i] == 1]
+    selection = trainer.select(model, encoded, np.array(positives[:4]), np.random.default_rng(0))
+    for b, i in enumerate(positives[:4]):
+        witnesses = _witness_rows(encoded, i)
+        assert len(witnesses) and set(witnesses) <= set(selection.kept[b].tolist())  # kept: 8 of 400
+    # the paper's reduction from a random start keeps them only by chance (8 of 400 kept)
+    paper = replace(CONFIG, seed_kernels=False)
+    trainer, model, encoded, train_idx = _seeded(rare, paper)
+    selection = trainer.select(model, encoded, np.array(positives[:4]), np.random.default_rng(0))
+    kept = sum(len(set(_witness_rows(encoded, i)) & set(selection.kept[b].tolist())) for b, i in enumerate(positives[:4]))
+    assert kept < 4
+
+
+@pytest.mark.parametrize("full_softmax", [True, False])
+def test_training_forward_equals_scoring_with_the_rest_as_constants(rare, full_softmax):
+    config = replace(CONFIG, full_softmax=full_softmax)
+    trainer, model, encoded, train_idx = _seeded(rare, config)
+    batch = train_idx[:3]
+    selection = trainer.select(model, encoded, batch, np.random.default_rng(1))
+    model.train()
+    outputs = trainer.forward(model, selection, len(batch)).detach()
+    scored = torch.stack([trainer.outputs(model, np.array([i]), encoded)[0] for i in batch])
+    if full_softmax:
+        torch.testing.assert_close(outputs, scored, atol=1e-4, rtol=1e-4)
+    else:  # softmax over the kept sequences only: not what scoring computes
+        assert not torch.allclose(outputs, scored, atol=1e-3)
+
+
+def test_gradient_reaches_only_the_kept_sequences_and_the_rest_enters_the_loss(rare):
+    trainer, model, encoded, train_idx = _seeded(rare)
+    batch = train_idx[:2]
+    selection = trainer.select(model, encoded, batch, np.random.default_rng(2))
+    assert len(selection.codes) == 2 * CONFIG.n_kept
+    assert (selection.rest_weight > 0).all() and selection.rest_sum.shape[0] == 2
+    model.train()
+    trainer.forward(model, selection, 2).sum().backward()
+    assert model.convs[0].weight.grad is not None and torch.isfinite(model.convs[0].weight.grad).all()
+
+
+def test_scoring_a_repertoire_agrees_with_the_trainer_outputs(rare):
+    trainer, model, encoded, _ = _seeded(rare)
+    model.eval()
+    score = score_repertoire(model, rare.repertoire(1))
+    torch.testing.assert_close(
+        torch.as_tensor(score.outputs), trainer.outputs(model, np.array([1]), encoded)[0], atol=1e-5, rtol=1e-5
+    )
+
+
+def test_adamw_keeps_a_seeded_weight_the_loss_does_not_use():
+    model = DeepRC(ARCH)
+    optimizer = build_optimizer(model, replace(CONFIG, learning_rate=1e-3, weight_decay=1e-4))
+    with torch.no_grad():
+        model.convs[0].weight[1].fill_(1.0)  # a detector the loss never touches
+    for _ in range(500):
+        optimizer.zero_grad()
+        model.output[-1].bias.sum().backward()  # gradient only on o()
+        optimizer.step()
+    assert float(model.convs[0].weight[1].detach().min()) > 0.99  # Adam with L2 would have shrunk it by ~0.5
+
+
+def test_gene_enrichment_finds_the_planted_gene_and_its_gain_balances_the_attention():
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 1] * 20)
+    reps = []
+    for y in labels:
+        v = rng.integers(1, 6, 1000)
+        if y:
+            v[:30] = 6  # the signal gene: 3 % of a positive repertoire
+        reps.append(v)
+    v_genes, j_genes = enriched_genes(lambda k: (reps[k], None), 7, 1, len(reps), labels, "binary")
+    assert max(v_genes, key=v_genes.get) == 6 and v_genes[6] == 1.0 and not j_genes
+    # with half of the attention on a gene of share s, the logit lift is log((1 - s) / s)
+    lift = gene_gain(0.03) * float(torch.nn.functional.selu(torch.tensor(2.0)))
+    assert lift == pytest.approx(np.log(0.97 / 0.03))
