@@ -141,6 +141,11 @@ class RepertoireDataset:
         counts = self._slice("counts", s0, s1).astype(np.float32)
         return codes, lengths, counts, self._slice("v_index", s0, s1), self._slice("j_index", s0, s1)
 
+    def genes(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Repertoire ``i``'s per-sequence indices into ``v_vocab`` and ``j_vocab`` (0 = no call)."""
+        s0, s1 = int(self.rep_offsets[i]), int(self.rep_offsets[i + 1])
+        return self._slice("v_index", s0, s1).astype(np.int64), self._slice("j_index", s0, s1).astype(np.int64)
+
     def sample(self, i: int, n: int, rng: np.random.Generator) -> Repertoire:
         """``n`` sequences of repertoire ``i`` drawn without replacement (all of them when it has fewer)."""
         size = self.n_sequences(i)

@@ -217,7 +217,7 @@ def enriched_genes(
     when no gene beats the shuffled-label threshold).
     """
     if not n_repertoires or (n_v <= 1 and n_j <= 1):
-        return [], []
+        return {}, {}
 
     def usage(i: int) -> np.ndarray:
         v, j = genes(i)

