@@ -192,6 +192,9 @@ def _deeprc(train_set: RepertoireDataset, test_set: RepertoireDataset, max_minut
         "updates": int(result.state["update"]),
         "stop_reason": result.state["stop_reason"],
         "val_auc": float(result.metrics.get("auc", float("nan"))),
+        "seeded_patterns": [p["pattern"] for p in result.model.info.get("seeded_patterns", [])],
+        "seeded_genes": result.model.info.get("seeded_genes", []),
+        "uses_genes": bool(result.model.config.v_genes or result.model.config.j_genes),
     }
     return figures, scores
 
