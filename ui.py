@@ -1052,6 +1052,30 @@ class TrainingJob:
         return self.state in ("done", "cancelled", "failed") and (self._thread is None or not self._thread.is_alive())
 
 
+def show_reference(model: DeepRC, deeprc_auc: float | None) -> None:
+    """DeepRC's validation AUC beside the k-mer and V/J references fitted on the same split (from training)."""
+    reference = (getattr(model, "info", {}) or {}).get("reference")
+    if not reference:
+        return
+    st.subheader("Is the model worth believing? References on the same validation split")
+    cols = st.columns(3)
+    cols[0].metric("DeepRC", "–" if deeprc_auc is None else f"{deeprc_auc:.3f}", help="Validation AUC of this model.")
+    cols[1].metric(
+        "k-mer logistic regression",
+        f"{reference['kmer_auc']:.3f}",
+        help="3- and 4-mer frequencies per repertoire, L1-regularised logistic regression, same training repertoires.",
+    )
+    cols[2].metric(
+        "V/J-usage logistic regression",
+        f"{reference['vj_auc']:.3f}",
+        help="V and J gene usage per repertoire, L1-regularised logistic regression, same training repertoires.",
+    )
+    st.caption(
+        "AUC on the repertoires held out for validation during training. If a reference beats DeepRC here, trust "
+        "the reference's classification and read DeepRC's attention and logos with care."
+    )
+
+
 def model_info_json(model: DeepRC) -> str:
     """The model's training facts as pretty JSON."""
     return json.dumps(getattr(model, "info", {}) or {}, indent=2, default=str)

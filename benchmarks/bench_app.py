@@ -24,16 +24,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 import ui  # noqa: E402,F401  (applies the app's torch thread setting, DEEPRC_TORCH_THREADS)
-from deeprc_core.attribution import attribute_sequences  # noqa: E402
-from deeprc_core.checkpoint import list_models, load_model  # noqa: E402
-from deeprc_core.io import AMINO_ACIDS, read_repertoire  # noqa: E402
-from deeprc_core.motifs import attribution_logo  # noqa: E402
-from deeprc_core.plots import figure_to_bytes, logo_figure  # noqa: E402
-from deeprc_core.scoring import attention_table  # noqa: E402
+from deeprc_core.attribution import attribute_sequences
+from deeprc_core.checkpoint import list_models, load_model
+from deeprc_core.io import AMINO_ACIDS, read_repertoire
+from deeprc_core.motifs import attribution_logo
+from deeprc_core.plots import figure_to_bytes, logo_figure
+from deeprc_core.scoring import attention_table
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TARGET_S = 5.0
 

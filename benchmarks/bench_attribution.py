@@ -14,20 +14,18 @@ Usage: ``PYTHONPATH=. python benchmarks/bench_attribution.py [--n 100000] [--top
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from deeprc_core.attribution import attribute_sequences
+from deeprc_core.io import AMINO_ACIDS, ReadReport, Repertoire, encode_sequences
+from deeprc_core.model import DeepRC, DeepRCConfig
+from deeprc_core.scoring import repertoire_representation, score_repertoire
 
-from deeprc_core.attribution import attribute_sequences  # noqa: E402
-from deeprc_core.io import AMINO_ACIDS, ReadReport, Repertoire, encode_sequences  # noqa: E402
-from deeprc_core.model import DeepRC, DeepRCConfig  # noqa: E402
-from deeprc_core.scoring import repertoire_representation, score_repertoire  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TARGET_SECONDS = 3.0
 

@@ -24,10 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from deeprc_core.io import AMINO_ACIDS, read_repertoire
 
-from deeprc_core.io import AMINO_ACIDS, read_repertoire  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 _CHILD = r"""
 import json, resource, sys, time
@@ -85,7 +84,10 @@ def make_file(path: Path, n: int, seed: int = 0) -> None:
 def child(path: Path, mode: str, device: str) -> dict:
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, str(path), mode, device],
-        capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
     )
     if out.returncode != 0:
         raise RuntimeError(out.stderr)
@@ -120,12 +122,18 @@ def main() -> None:
 
         fast = min((child(path, "fast", "cpu") for _ in range(args.repeats)), key=lambda r: r["seconds"])
         dense = child(path, "dense", "cpu")
-        print(f"end to end, fast path (CPU):  {fast['seconds']:6.2f} s, peak RSS {fast['peak_rss_mb']:6.0f} MB, "
-              f"{fast['n'] / fast['seconds'] / 1e3:8.0f} k sequences/s")
-        print(f"end to end, dense reference:  {dense['seconds']:6.2f} s, peak RSS {dense['peak_rss_mb']:6.0f} MB, "
-              f"{dense['n'] / dense['seconds'] / 1e3:8.0f} k sequences/s")
-        print(f"speed-up fast vs dense: {dense['seconds'] / fast['seconds']:.1f}x; "
-              f"|probability difference|: {abs(fast['probability'] - dense['probability']):.2e}")
+        print(
+            f"end to end, fast path (CPU):  {fast['seconds']:6.2f} s, peak RSS {fast['peak_rss_mb']:6.0f} MB, "
+            f"{fast['n'] / fast['seconds'] / 1e3:8.0f} k sequences/s"
+        )
+        print(
+            f"end to end, dense reference:  {dense['seconds']:6.2f} s, peak RSS {dense['peak_rss_mb']:6.0f} MB, "
+            f"{dense['n'] / dense['seconds'] / 1e3:8.0f} k sequences/s"
+        )
+        print(
+            f"speed-up fast vs dense: {dense['seconds'] / fast['seconds']:.1f}x; "
+            f"|probability difference|: {abs(fast['probability'] - dense['probability']):.2e}"
+        )
 
         from deeprc_core.model import DeepRC, DeepRCConfig
 
@@ -139,8 +147,10 @@ def main() -> None:
         print(f"max |fast - dense| embedding difference on {a.shape[0]:,} sequences: {(a - b).abs().max().item():.2e}")
         if torch.cuda.is_available():
             gpu = child(path, "fast", "cuda")
-            print(f"end to end, fast path (CUDA, {torch.cuda.get_device_name()}): {gpu['seconds']:.2f} s, "
-                  f"{gpu['n'] / gpu['seconds'] / 1e3:.0f} k sequences/s")
+            print(
+                f"end to end, fast path (CUDA, {torch.cuda.get_device_name()}): {gpu['seconds']:.2f} s, "
+                f"{gpu['n'] / gpu['seconds'] / 1e3:.0f} k sequences/s"
+            )
         else:
             print("no GPU here: CUDA figures not measured")
 

@@ -67,6 +67,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         patience=args.patience,
         min_updates=args.min_updates,
+        reference=not args.no_reference,
         use_genes=True if args.use_genes else (False if args.no_genes else None),
         seed=args.seed,
         device=args.device,
@@ -107,6 +108,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     save_model(result.model, args.out, optimizer=result.optimizer, training_state=result.state, overwrite=args.overwrite)
     metrics = ", ".join(f"{k}={v:.3f}" for k, v in result.metrics.items() if isinstance(v, float))
     print(f"Saved model to {args.out} ({result.state['update']} updates, {result.state['stop_reason']}); validation: {metrics}")
+    reference = result.model.info.get("reference")
+    if reference:
+        print(
+            f"References on the same validation split: k-mer logistic regression AUC {reference['kmer_auc']:.3f}, "
+            f"V/J-usage logistic regression AUC {reference['vj_auc']:.3f}"
+        )
     return 0
 
 
@@ -200,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=t.eval_every, help="updates between validation evaluations")
     p.add_argument("--patience", type=int, default=t.patience, help="evaluations without improvement before stopping")
     p.add_argument("--min-updates", type=int, default=t.min_updates, help="no early stopping before this many updates")
+    p.add_argument("--no-reference", action="store_true", help="skip the k-mer and V/J logistic-regression references on the validation split")
     p.add_argument("--kernel-size", type=int, default=9, help="CNN kernel width (odd)")
     p.add_argument("--n-kernels", type=int, default=32, help="CNN kernels")
     p.add_argument("--n-layers", type=int, default=1, help="CNN layers")

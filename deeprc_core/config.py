@@ -39,6 +39,7 @@ class TrainingConfig:
     eval_max_sequences: int | None = None  # cap sequences per validation repertoire (None = all)
     use_genes: bool | None = None  # learn V/J gene embeddings joined to each sequence's embedding; None = when the
     # dataset has gene calls (real receptors carry much of their specificity in the V gene)
+    reference: bool = True  # also fit the k-mer and V/J logistic-regression references on the same split (binary)
     seed: int = 0  # seed for splits, sampling and initialisation
     device: str = "auto"  # "auto", "cpu" or "cuda"
 

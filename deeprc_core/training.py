@@ -670,7 +670,28 @@ def train(
     trainer = _Trainer(dataset, training or TrainingConfig(), model_config)
     if train_indices is None or val_indices is None:
         train_indices, val_indices = trainer.split()
-    return trainer.run(np.asarray(train_indices), np.asarray(val_indices), on_update, on_evaluate, should_stop, resume_from)
+    train_indices, val_indices = np.asarray(train_indices), np.asarray(val_indices)
+    result = trainer.run(train_indices, val_indices, on_update, on_evaluate, should_stop, resume_from)
+    if trainer.cfg.reference and trainer.specs[0].kind == "binary":
+        result.model.info["reference"] = reference_aucs(dataset, train_indices, val_indices, trainer.specs[0])
+    return result
+
+
+def reference_aucs(dataset: RepertoireDataset, train_idx: np.ndarray, val_idx: np.ndarray, spec: TargetSpec) -> dict:
+    """Validation AUCs of the references every reviewer will ask for, fitted on DeepRC's own training split:
+    k-mer (k = 3, 4) frequencies and V/J-gene usage, each with an L1 logistic regression
+    (:mod:`deeprc_core.baseline`). A binary target only; ``{"kmer_auc", "vj_auc", "seconds"}``."""
+    from deeprc_core.baseline import baseline_auc
+
+    start = time.perf_counter()
+    out = {}
+    for kind in ("kmer", "vj"):
+        try:
+            out[f"{kind}_auc"] = baseline_auc(dataset, train_idx, val_idx, spec.name, spec.classes[1], kind=kind)
+        except (DeepRCError, ValueError):
+            out[f"{kind}_auc"] = float("nan")  # e.g. a class missing from a tiny split
+    out["seconds"] = round(time.perf_counter() - start, 1)
+    return out
 
 
 def cross_validate(

@@ -342,6 +342,7 @@ def main() -> None:
         value = metrics.get(key)
         if value is not None:
             col.metric(label, f"{value:,}" if key == "best_update" else f"{value:.3f}")
+    ui.show_reference(result.model, metrics.get("auc"))
     if result.history:
         st.plotly_chart(_curves(result.history), width="stretch")
     with st.expander("All validation metrics"):

@@ -315,6 +315,7 @@ def main() -> None:
     elif truth_kind == "sequences":
         st.caption("Kernel matching needs a motif; it is not computed for a list of sequences.")
     _model_card_figures(model)
+    ui.show_reference(model, (model.info.get("validation_metrics") or {}).get("auc"))
 
 
 ui.run_page("Validate", main)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -28,32 +27,44 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from deeprc_core.attribution import EXPLAIN
+from deeprc_core.checkpoint import load_model, save_model
+from deeprc_core.dataset import open_dataset
+from deeprc_core.io import find_repertoire_files, read_metadata, read_repertoire
+from deeprc_core.model import DeepRCConfig
+from deeprc_core.motifs import kernel_motifs
+from deeprc_core.plots import figure_to_bytes, kernel_grid_figure
+from deeprc_core.recovery import recovery_report
+from deeprc_core.scoring import predict
+from deeprc_core.simulate import SimulationConfig, read_truth, simulate_dataset
+from deeprc_core.training import TrainingConfig, metrics_for, train
 
-from deeprc_core.attribution import EXPLAIN  # noqa: E402
-from deeprc_core.checkpoint import load_model, save_model  # noqa: E402
-from deeprc_core.dataset import open_dataset  # noqa: E402
-from deeprc_core.io import find_repertoire_files, read_metadata, read_repertoire  # noqa: E402
-from deeprc_core.model import DeepRCConfig  # noqa: E402
-from deeprc_core.motifs import kernel_motifs  # noqa: E402
-from deeprc_core.plots import figure_to_bytes, kernel_grid_figure  # noqa: E402
-from deeprc_core.recovery import recovery_report  # noqa: E402
-from deeprc_core.scoring import predict  # noqa: E402
-from deeprc_core.simulate import SimulationConfig, read_truth, simulate_dataset  # noqa: E402
-from deeprc_core.training import TrainingConfig, metrics_for, train  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 MOTIFS = ["GWQH", "YW.D"]
 WITNESS_RATE = 0.002
 # Training repertoires carry one motif each (drawn at random), so the model must learn both motifs; the
 # held-out repertoires carry both, mixed witness by witness, so recall counts both motifs' witnesses.
 TRAIN_SIM = dict(
-    n_repertoires=300, n_sequences=10_000, motifs=MOTIFS, witness_rate=WITNESS_RATE, one_motif_per_repertoire=True, seed=7
+    n_repertoires=300,
+    n_sequences=10_000,
+    motifs=MOTIFS,
+    witness_rate=WITNESS_RATE,
+    one_motif_per_repertoire=True,
+    seed=7,
 )
 TEST_SIM = dict(n_repertoires=100, n_sequences=10_000, motifs=MOTIFS, witness_rate=WITNESS_RATE, seed=8)
 TRAINING = dict(
-    target="disease", positive="positive", max_updates=4000, max_minutes=20.0, batch_size=4, n_sequences=5000,
-    top_fraction=0.05, learning_rate=1e-3, eval_every=50, patience=12,
+    target="disease",
+    positive="positive",
+    max_updates=4000,
+    max_minutes=20.0,
+    batch_size=4,
+    n_sequences=5000,
+    top_fraction=0.05,
+    learning_rate=1e-3,
+    eval_every=50,
+    patience=12,
 )
 
 
@@ -89,10 +100,14 @@ def main() -> None:
         def _tick(p):
             bar.update(p.update - bar.n)
             if p.best:
-                bar.set_postfix(val_auc=f"{p.best.get('val_auc', float('nan')):.3f}", val_loss=f"{p.best['val_loss']:.3f}")
+                bar.set_postfix(
+                    val_auc=f"{p.best.get('val_auc', float('nan')):.3f}", val_loss=f"{p.best['val_loss']:.3f}"
+                )
 
         start = time.perf_counter()
-        result = train(dataset, TrainingConfig(seed=args.seed, device="cpu", **TRAINING), DeepRCConfig(), on_update=_tick)
+        result = train(
+            dataset, TrainingConfig(seed=args.seed, device="cpu", **TRAINING), DeepRCConfig(), on_update=_tick
+        )
         bar.close()
         model, info = result.model, result.model.info
         info["training_minutes"] = round((time.perf_counter() - start) / 60, 1)
@@ -122,7 +137,11 @@ def main() -> None:
     card = {
         "name": "DeepRC demo model (simulated CMV-like TRB data)",
         "intended_use": "Demonstration and teaching on simulated data only; not for clinical or research conclusions.",
-        "training_data": {**TRAIN_SIM, "chain": "TRB", "generator": "deeprc_core.simulate (OLGA human_T_beta background)"},
+        "training_data": {
+            **TRAIN_SIM,
+            "chain": "TRB",
+            "generator": "deeprc_core.simulate (OLGA human_T_beta background)",
+        },
         "test_data": {**TEST_SIM, "chain": "TRB"},
         "training": {**TRAINING, "seed": args.seed},
         "command": "PYTHONPATH=. python scripts/make_demo_model.py",
