@@ -2,11 +2,16 @@
 
 The command names and flags are stable: notebooks and cluster jobs script them. Errors end the program
 with exit code 1 and one clear line on stderr; progress goes to stderr through tqdm.
+
+``train`` and ``predict`` also run under ``torchrun`` (``torchrun --nproc_per_node N -m deeprc_core train ...``):
+the ranks train one model together or share out the files, and rank 0 alone reports and writes
+(:mod:`deeprc_core.distributed`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -43,12 +48,20 @@ def _check_train_outputs(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from deeprc_core import distributed
     from deeprc_core.checkpoint import save_model
     from deeprc_core.dataset import open_dataset
     from deeprc_core.model import DeepRCConfig
     from deeprc_core.training import cross_validate, infer_target, train
 
-    _check_train_outputs(args)
+    ctx = distributed.init(args.device)  # None unless started by torchrun
+    main_rank = ctx is None or ctx.is_main
+    if ctx is None:
+        _check_train_outputs(args)
+    else:
+        if args.cv:
+            raise DeepRCError("--cv runs in one process (each fold is a training run of its own); start it without torchrun.")
+        ctx.together(_check_train_outputs, args, main_only=True)
     training = TrainingConfig(
         target=args.target,
         positive=args.positive,
@@ -76,16 +89,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
         kernel_size=args.kernel_size, n_kernels=args.n_kernels, n_layers=args.n_layers, n_heads=args.n_heads,
         embedding=args.embedding, use_counts=args.use_counts, max_length=args.max_length,
     )
-    with tqdm(total=1, desc="reading repertoires", unit="file", file=sys.stderr) as bar:
+    def _open():
+        with tqdm(total=1, desc="reading repertoires", unit="file", file=sys.stderr, disable=not main_rank) as bar:
 
-        def _progress(done: int, total: int, name: str) -> None:
-            bar.total = total
-            bar.n = done
-            bar.set_postfix_str(name)
-            bar.refresh()
+            def _progress(done: int, total: int, name: str) -> None:
+                bar.total = total
+                bar.n = done
+                bar.set_postfix_str(name)
+                bar.refresh()
 
-        dataset = open_dataset(args.dataset, max_length=args.max_length, progress=_progress)
-    spec = infer_target(dataset.metadata, args.target, args.positive, args.task)  # fail before any progress bar
+            return open_dataset(args.dataset, max_length=args.max_length, progress=_progress)
+
+    # distributed: rank 0 builds the cache while the others wait, then every rank opens it read-only
+    dataset = _open() if ctx is None else ctx.main_first(_open)
+    # fail before any progress bar
+    spec = distributed.together(ctx, infer_target, dataset.metadata, args.target, args.positive, args.task)
     if args.cv:
         _check_folds(dataset, spec, args.target, args.cv)
         table = cross_validate(
@@ -96,7 +114,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         table.to_csv(out / "cross_validation.tsv", sep="\t", index=False)
         print(table.to_string(index=False))
         return 0
-    with tqdm(total=training.max_updates, desc="training", unit="update", file=sys.stderr) as bar:
+    with tqdm(total=training.max_updates, desc="training", unit="update", file=sys.stderr, disable=not main_rank) as bar:
 
         def _on_update(p) -> None:
             bar.update(p.update - bar.n)
@@ -104,8 +122,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
             bar.set_postfix(loss=f"{p.loss:.3f}", val_auc=f"{best.get('val_auc', float('nan')):.3f}")
 
         result = train(dataset, training, model_config, on_update=_on_update, resume_from=args.resume)
-    result.model.info["command"] = " ".join(["python -m deeprc_core", *args.argv])
-    save_model(result.model, args.out, optimizer=result.optimizer, training_state=result.state, overwrite=args.overwrite)
+    result.model.info["command"] = " ".join([_launcher(ctx), *args.argv])
+
+    def _save() -> None:
+        save_model(result.model, args.out, optimizer=result.optimizer, training_state=result.state, overwrite=args.overwrite)
+
+    if ctx is None:
+        _save()
+    else:
+        ctx.together(_save, main_only=True)  # rank 0 writes the model; the others wait for its outcome
+    if not main_rank:
+        return 0
     metrics = ", ".join(f"{k}={v:.3f}" for k, v in result.metrics.items() if isinstance(v, float))
     print(f"Saved model to {args.out} ({result.state['update']} updates, {result.state['stop_reason']}); validation: {metrics}")
     reference = result.model.info.get("reference")
@@ -130,6 +157,14 @@ def _check_folds(dataset, spec, target: str, k: int) -> None:
             )
 
 
+def _launcher(ctx) -> str:
+    """How the command was started, for the model's record."""
+    if ctx is None:
+        return "python -m deeprc_core"
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))
+    return f"torchrun --nnodes {max(1, ctx.world_size // per_node)} --nproc_per_node {per_node} -m deeprc_core"
+
+
 def _check_files(files: list[str]) -> None:
     """Every input file exists and is a regular file, before a model is loaded or anything is read."""
     from deeprc_core.io import check_path
@@ -150,15 +185,48 @@ def _read_files(files: list[str], max_length: int, chain: str | None) -> list:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from deeprc_core.checkpoint import load_model
-    from deeprc_core.scoring import predict
+    """Score the files one after the other, the next read while the current one is scored; under torchrun
+    each rank scores every N-th file and rank 0 writes one table in the order given."""
+    import pandas as pd
 
-    _check_files(args.files)
-    model = load_model(args.model, args.device)
-    reps = _read_files(args.files, model.config.max_length, args.chain)
-    table = predict(model, reps)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, sep="\t", index=False)
+    from deeprc_core import distributed
+    from deeprc_core.checkpoint import load_model
+    from deeprc_core.scoring import predict_files
+
+    ctx = distributed.init(args.device)  # None unless started by torchrun
+    distributed.together(ctx, _check_files, args.files)
+    model = distributed.together(ctx, load_model, args.model, args.device)
+    mine = list(range(len(args.files))) if ctx is None else ctx.shard(len(args.files)).tolist()
+    shown = ctx is None or ctx.is_main
+    reports: list[str] = []
+    with tqdm(total=len(mine), desc="scoring", unit="file", file=sys.stderr, disable=len(mine) < 2 or not shown) as bar:
+
+        def _on_file(k: int, rep) -> None:
+            if ctx is None:
+                tqdm.write(rep.report.summary(), file=sys.stderr)
+            reports.append(rep.report.summary())
+            bar.update(1)
+
+        files = [args.files[k] for k in mine]
+        table = distributed.together(ctx, lambda: predict_files(model, files, chain=args.chain, on_file=_on_file))
+    if ctx is not None:  # rank 0 gathers every rank's rows and puts them back in the order of the files
+        rows = ctx.gather_to_main([(k, row, reports[n]) for n, (k, row) in enumerate(zip(mine, table.to_dict("records")))])
+        if not ctx.is_main:
+            ctx.check(None, patient=True)  # rank 0's write
+            return 0
+        rows.sort(key=lambda item: item[0])
+        for _, _, report in rows:
+            tqdm.write(report, file=sys.stderr)
+        table = pd.DataFrame([row for _, row, _ in rows])
+
+    def _write() -> None:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.out, sep="\t", index=False)
+
+    if ctx is None:
+        _write()
+    else:
+        ctx.together(_write, main_only=True)
     print(f"Wrote {len(table)} predictions to {args.out}")
     return 0
 
@@ -252,17 +320,32 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except DeepRCError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(str(exc), exc)
     except OSError as exc:  # unreadable input, unwritable output
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except MemoryError:
-        print("error: this machine ran out of memory; use fewer or smaller files, or a smaller model.", file=sys.stderr)
-        return 1
+        return _fail(str(exc), exc)
+    except MemoryError as exc:
+        return _fail("this machine ran out of memory; use fewer or smaller files, or a smaller model.", exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if "deeprc_core.distributed" in sys.modules:
+            sys.modules["deeprc_core.distributed"].shutdown()
+
+
+def _fail(message: str, exc: BaseException) -> int:
+    """Print one line for an error; under torchrun, a failure all ranks agreed on is printed by rank 0 alone,
+    and a rank's own failure is printed by that rank, naming it."""
+    distributed = sys.modules.get("deeprc_core.distributed")
+    ctx = distributed.current() if distributed is not None else None
+    if ctx is None:
+        print(f"error: {message}", file=sys.stderr)
+    elif isinstance(exc, distributed.RankFailure):
+        if ctx.is_main:
+            print(f"error: {message}", file=sys.stderr)
+    else:
+        print(f"error (rank {ctx.rank} of {ctx.world_size}): {message}", file=sys.stderr)
+    return 1
 
 
 __all__ = ["build_parser", "main"]

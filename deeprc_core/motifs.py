@@ -280,6 +280,35 @@ class KernelMotifs:
         """Kernel indices, most important first."""
         return [int(k) for k in self.summary["kernel"]]
 
+    def logo_matrices(self) -> pd.DataFrame:
+        """Every weight and activation logo in one long table: ``pos``, the 20 residues, ``kernel``, ``kind``
+        (``"weights"`` or ``"activation"``)."""
+        frames = [
+            frame.reset_index().assign(kernel=k, kind=kind)
+            for kind, logos in (("weights", self.weight_logos), ("activation", self.activation_logos))
+            for k, frame in logos.items()
+        ]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["pos", "kernel", "kind"])
+
+    def top_kmer_table(self) -> pd.DataFrame:
+        """Every kernel's top k-mers in one table (the columns of :attr:`top_kmers` plus ``kernel``)."""
+        frames = [frame.assign(kernel=k) for k, frame in self.top_kmers.items()]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["kernel", "kmer"])
+
+
+def parse_motifs(text: str) -> tuple[tuple[str, ...], list[str]]:
+    """Motifs typed as text, separated by spaces or commas (upper-cased; ``.`` or ``-`` = any residue).
+
+    Returns
+    -------
+    (motifs, refused)
+        The valid motifs in order, and the words that are not motifs (a letter outside the 20 amino acids).
+    """
+    words = [w for w in text.upper().replace(",", " ").split() if w]
+    allowed = set(AMINO_ACIDS) | set(GAP_CHARS)
+    refused = [w for w in words if not set(w) <= allowed]
+    return tuple(w for w in words if w not in refused), refused
+
 
 def _check_cnn(model: DeepRC) -> None:
     if model.config.embedding != "cnn":
@@ -683,5 +712,6 @@ __all__ = [
     "logo_frame",
     "motif_kernels",
     "motif_matrix",
+    "parse_motifs",
     "position_shares",
 ]

@@ -253,6 +253,39 @@ def motif_residue_mask(
     return mask
 
 
+def regex_truth(repertoires: Sequence[Repertoire], regex: str) -> pd.DataFrame:
+    """The witness table of a motif regular expression: one row per match, every non-overlapping match of each
+    sequence (``repertoire``, ``sequence``, ``motif`` = the matched text, ``motif_start``, ``motif_length``).
+
+    Its motif residues are those :func:`motif_residue_mask` marks for ``regex``, and its witnesses those of
+    :func:`witness_mask` with ``regex``, so a regex and its table give the same scores.
+    """
+    try:
+        pattern = re.compile(regex)
+    except re.error as exc:
+        raise DeepRCError(f"The motif '{regex}' is not a valid regular expression ({exc}).") from exc
+    rows = []
+    for rep in repertoires:
+        for seq in map(str, rep.sequences):
+            found = pattern.search(seq)
+            if found is None:
+                continue
+            matches = [m for m in pattern.finditer(seq) if m.end() > m.start()] or [found]
+            rows += [(rep.name, seq, m.group(0), m.start(), m.end() - m.start()) for m in matches]
+    return pd.DataFrame(rows, columns=list(TRUTH_COLUMNS))
+
+
+def known_truth(repertoires: Sequence[Repertoire], sequences: Sequence[str]) -> pd.DataFrame:
+    """The witness table of known witness junctions (``repertoire``, ``sequence``): each repertoire's sequences
+    that are among ``sequences`` (compared after stripping and upper-casing them)."""
+    known = [s.strip().upper() for s in sequences if s.strip()]
+    rows = []
+    for rep in repertoires:
+        flags = witness_mask(rep, known=known) if known else np.zeros(len(rep), dtype=bool)
+        rows += [(rep.name, str(seq)) for seq in np.asarray(rep.sequences)[flags]]
+    return pd.DataFrame(rows, columns=["repertoire", "sequence"])
+
+
 def _full_mask(result: SequenceAttributions, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The motif mask at the attributions' width ``(S, L)``, and which positions lie inside a sequence."""
     s, length = result.attributions.shape[:2]
@@ -474,6 +507,7 @@ __all__ = [
     "GAP_CHARS",
     "RecoveryReport",
     "kernel_motif_match",
+    "known_truth",
     "motif_mass",
     "motif_matrix",
     "motif_residue_mask",
@@ -481,6 +515,7 @@ __all__ = [
     "pwm_scores",
     "ranking_metrics",
     "recovery_report",
+    "regex_truth",
     "truth_rows",
     "witness_mask",
     "witness_motif_mass",

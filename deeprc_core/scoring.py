@@ -6,6 +6,9 @@ attention logit, and the softmax runs over the whole repertoire.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,7 +16,7 @@ import pandas as pd
 import torch
 
 from deeprc_core.errors import DeepRCError
-from deeprc_core.io import Repertoire
+from deeprc_core.io import Repertoire, read_repertoire
 from deeprc_core.model import DeepRC, autocast, outputs_to_probabilities
 
 
@@ -72,25 +75,73 @@ def predict(model: DeepRC, repertoires: list[Repertoire], scores: list[Repertoir
     (regression). With a single binary target the columns are ``repertoire``, ``n_sequences``,
     ``probability``, ``prediction``. ``scores`` (one per repertoire) reuses scores already computed.
     """
-    specs = model.config.target_specs()
     rows = []
     for k, rep in enumerate(repertoires):
         score = scores[k] if scores is not None else score_repertoire(model, rep)
-        row = {"repertoire": rep.name, "n_sequences": len(rep)}
-        for t in specs:
-            value = score.predictions[t.name]
-            prefix = "" if len(specs) == 1 else f"{t.name}_"
-            if t.kind == "binary":
-                p = float(value)
-                row[f"{prefix}probability"] = p
-                row[f"{prefix}prediction"] = t.classes[1] if p >= 0.5 else t.classes[0]
-            elif t.kind == "multiclass":
-                for cls, p in zip(t.classes, value):
-                    row[f"{prefix}probability_{cls}"] = float(p)
-                row[f"{prefix}prediction"] = t.classes[int(np.argmax(value))]
-            else:
-                row[f"{prefix}prediction"] = float(value)
-        rows.append(row)
+        rows.append(_prediction_row(model, rep, score))
+    return pd.DataFrame(rows)
+
+
+def _prediction_row(model: DeepRC, rep: Repertoire, score: RepertoireScore) -> dict:
+    """One row of :func:`predict`."""
+    specs = model.config.target_specs()
+    row = {"repertoire": rep.name, "n_sequences": len(rep)}
+    for t in specs:
+        value = score.predictions[t.name]
+        prefix = "" if len(specs) == 1 else f"{t.name}_"
+        if t.kind == "binary":
+            p = float(value)
+            row[f"{prefix}probability"] = p
+            row[f"{prefix}prediction"] = t.classes[1] if p >= 0.5 else t.classes[0]
+        elif t.kind == "multiclass":
+            for cls, p in zip(t.classes, value):
+                row[f"{prefix}probability_{cls}"] = float(p)
+            row[f"{prefix}prediction"] = t.classes[int(np.argmax(value))]
+        else:
+            row[f"{prefix}prediction"] = float(value)
+    return row
+
+
+def predict_files(
+    model: DeepRC,
+    files: Sequence[str | os.PathLike],
+    *,
+    chain: str | None = None,
+    on_file: Callable[[int, Repertoire], None] | None = None,
+) -> pd.DataFrame:
+    """:func:`predict` over repertoire files, streamed: the next file is read in a helper thread while the
+    current one is scored, and only its table row is kept, so hundreds of files need the memory of two.
+
+    Parameters
+    ----------
+    files
+        Repertoire files (any format :func:`deeprc_core.io.read_repertoire` reads), scored in this order.
+    chain
+        For 10x files: the chain to keep.
+    on_file
+        Called with ``(position, repertoire)`` once each file is read (e.g. to show its read report).
+
+    Raises
+    ------
+    DeepRCError
+        A file that cannot be read or scored (named); nothing after it is scored.
+    """
+    max_length = model.config.max_length
+    rows = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deeprc-read") as reader:
+        read = lambda f: read_repertoire(f, max_length=max_length, chain=chain)  # noqa: E731
+        upcoming = reader.submit(read, files[0]) if len(files) else None
+        try:
+            for k in range(len(files)):
+                rep = upcoming.result()
+                upcoming = reader.submit(read, files[k + 1]) if k + 1 < len(files) else None  # overlaps scoring
+                if on_file is not None:
+                    on_file(k, rep)
+                rows.append(_prediction_row(model, rep, score_repertoire(model, rep)))
+                del rep
+        finally:
+            if upcoming is not None:
+                upcoming.cancel()
     return pd.DataFrame(rows)
 
 
@@ -122,3 +173,54 @@ def attention_table(model: DeepRC, repertoire: Repertoire, score: RepertoireScor
     table = table.iloc[attention_order(score)].reset_index(drop=True)
     table.insert(len(table.columns), "rank", np.arange(1, len(table) + 1))
     return table
+
+
+def attention_concentration(attention: np.ndarray, top_k: int = 10) -> dict[str, float]:
+    """How concentrated a repertoire's attention is.
+
+    Parameters
+    ----------
+    attention
+        ``(N,)`` softmax weights over the repertoire (any order).
+    top_k
+        Cut-off for ``top_share``.
+
+    Returns
+    -------
+    dict
+        ``top_share``: the attention held by the ``top_k`` highest-attention sequences; ``half_count``: how many
+        top sequences hold half of the attention (the fewer, the more focused the model).
+    """
+    weights = np.sort(np.asarray(attention, dtype=np.float64).reshape(-1))[::-1]
+    if len(weights) == 0:
+        raise DeepRCError("Cannot measure the attention of an empty repertoire.")
+    cumulative = np.cumsum(weights)
+    k = min(max(int(top_k), 1), len(weights))
+    half = min(int(np.searchsorted(cumulative, 0.5 * cumulative[-1]) + 1), len(weights))
+    return {"top_share": float(cumulative[k - 1]), "half_count": float(half)}
+
+
+def gene_usage(table: pd.DataFrame, column: str, top: int, n_genes: int = 12) -> pd.DataFrame:
+    """Gene usage among the ``top`` highest-attention sequences against the whole repertoire.
+
+    Parameters
+    ----------
+    table
+        :func:`attention_table` (sorted by attention).
+    column
+        ``"v_call"`` or ``"j_call"``; a blank call counts as ``"unknown"``.
+    top
+        How many of the first rows form the top.
+    n_genes
+        Genes kept, by their share in the top.
+
+    Returns
+    -------
+    DataFrame
+        Indexed by gene: ``top {top}`` and ``whole repertoire``, each gene's share of the sequences.
+    """
+    calls = table[column].replace("", "unknown")
+    usage = pd.DataFrame(
+        {f"top {top}": calls.head(top).value_counts(normalize=True), "whole repertoire": calls.value_counts(normalize=True)}
+    ).fillna(0.0)
+    return usage.sort_values(f"top {top}", ascending=False).head(n_genes)

@@ -29,8 +29,8 @@ from deeprc_core.model import DeepRC
 
 KERNEL_WEIGHT = 1.0  # weight on each residue of a seeded pattern
 ATTENTION_INPUT_WEIGHT = 2.0  # attention hidden unit <- its seeded kernel
-ATTENTION_OUTPUT_WEIGHT = 3.0  # attention logit <- that hidden unit
 N_SHUFFLES = 2  # label shuffles that set the enrichment threshold
+RANDOM_UNIT_SCALE = 0.1  # output weights of the attention units not seeded, relative to their random start
 MIN_T = 4.0  # enrichment floor, whatever the shuffled labels give
 GENE_MIN_T = 2.0  # genes weighed in once gene usage as a whole carries signal
 NULL_MARGIN = 1.2  # an enriched pattern beats the best pattern under shuffled labels by this factor
@@ -45,6 +45,7 @@ class EnrichedPattern:
     residues: tuple[int, ...]  # residue codes at those offsets
     t: float  # enrichment statistic (Welch t, or correlation t for regression)
     label: int  # class index it is enriched in (0 for binary and regression)
+    share: float = 0.0  # mean share of a training repertoire's sequences that carry it (windows per sequence)
 
 
 def _residues(shape: Shape, code: int) -> tuple[int, ...]:
@@ -81,12 +82,13 @@ def enrichment(
     kind: str,
     unit: float,
     seed: int = 0,
-) -> tuple[np.ndarray, float, np.ndarray]:
+) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
     """Enrichment statistics of per-repertoire features, and the threshold that shuffled labels set.
 
     ``features(i)`` returns repertoire ``i``'s feature vector (rates); ``unit`` is the rate one occurrence
     adds in a typical repertoire (it floors the standard error so a pattern seen once is no signal).
-    Returns ``(t (C, F), threshold, classes)``: one row per class (one row for binary and regression).
+    Returns ``(t (C, F), threshold, classes, mean (F,))``: one row of t per class (one row for binary and
+    regression), and each feature's mean over all repertoires.
     Only per-class sums and squares are kept, so memory does not grow with the number of repertoires.
     """
     labels = np.asarray(labels)
@@ -118,7 +120,7 @@ def enrichment(
                     sums[s, c, member] += x
                     squares[s, c, member] += x2
     if sums is None:
-        return np.zeros((n_classes, 0)), np.inf, classes
+        return np.zeros((n_classes, 0)), np.inf, classes, np.zeros(0)
     stats = np.zeros((len(label_sets), n_classes, sums.shape[-1]))
     floor = unit**2 / n_repertoires**2
     for s in range(len(label_sets)):
@@ -138,7 +140,7 @@ def enrichment(
                     continue
                 stats[s, c] = _t_statistics(sums[s, c], squares[s, c], counts, floor)
     threshold = max(MIN_T, NULL_MARGIN * float(stats[1:].max()))
-    return stats[0], threshold, classes
+    return stats[0], threshold, classes, sums[0, 0].sum(axis=0) / n_repertoires
 
 
 def enriched_patterns(
@@ -172,7 +174,7 @@ def enriched_patterns(
         return count_patterns(codes, lengths, shapes) * (1000.0 / max(len(codes), 1))  # per 1,000 sequences
 
     unit = 1000.0 / max(len(repertoires(0)[0]), 1) if n_repertoires else 1.0  # one occurrence, per 1,000
-    stats, threshold, classes = enrichment(rates, n_repertoires, labels, kind, unit, seed)
+    stats, threshold, classes, mean = enrichment(rates, n_repertoires, labels, kind, unit, seed)
     n_classes, n_features = stats.shape
     found: list[EnrichedPattern] = []
     # strongest first, classes taking turns so every class gets its own detectors
@@ -189,7 +191,9 @@ def enriched_patterns(
                     cursors[c] = n_features
                     break
                 shape, code = locate(index, shapes)
-                candidate = EnrichedPattern(pattern_string(shape, code), shape, _residues(shape, code), t, int(classes[c]))
+                candidate = EnrichedPattern(
+                    pattern_string(shape, code), shape, _residues(shape, code), t, int(classes[c]), mean[index] / 1000
+                )
                 if not any(_overlaps(candidate, other) for other in found):
                     found.append(candidate)
                     break
@@ -227,7 +231,7 @@ def enriched_genes(
 
     v0, j0 = genes(0)
     unit = 1000.0 / max(len(v0) if v0 is not None else len(j0), 1)
-    stats, threshold, _ = enrichment(usage, n_repertoires, labels, kind, unit, seed)
+    stats, threshold, _, _ = enrichment(usage, n_repertoires, labels, kind, unit, seed)
     best = stats.max(axis=0)  # enriched in any class
     best[0] = best[n_v] = 0.0  # unknown genes carry no signal
     if best.max() <= threshold:
@@ -239,7 +243,7 @@ def enriched_genes(
     return as_dict(weight[:n_v]), as_dict(weight[n_v:])
 
 
-def _seed_attention_unit(model: DeepRC, unit: int, feature: int, gain: float = ATTENTION_OUTPUT_WEIGHT) -> None:
+def _seed_attention_unit(model: DeepRC, unit: int, feature: int, gain: float) -> None:
     """Attention hidden unit ``unit`` reads representation feature ``feature`` only; the logit of head
     ``unit % H`` reads the unit with weight ``gain`` (a one-layer f() reads the feature directly)."""
     first, last = model.attention[0], model.attention[-1]
@@ -253,14 +257,31 @@ def _seed_attention_unit(model: DeepRC, unit: int, feature: int, gain: float = A
     last.weight[unit % last.out_features, unit] = gain
 
 
-def gene_gain(share: float) -> float:
-    """Attention gain for an enriched-gene unit: sequences of the enriched genes (``share`` of a repertoire
-    on average) start with about half of the attention. Unlike a rare motif, a gene is common in every
-    repertoire, and only its *share* differs; a softmax saturated on those genes would hide the share, while
-    at half the attention the pooled representation moves most with it."""
+def attention_gain(share: float, unit_difference: float) -> float:
+    """Attention gain of a seeded unit whose carriers are ``share`` of a repertoire on average: they start with
+    about half of the attention (a logit lift of ``log((1 - share) / share)``, spread over the unit's
+    activation difference between carriers and the rest). A softmax saturated on the carriers would pool the
+    same representation whether a repertoire holds 29 or 49 of them, hiding exactly the difference in counts
+    that separates the classes when the pattern also occurs naturally (a gene always does; a 4-mer such as SLGQ
+    sits in 0.3 % of background TRB junctions); at half the attention the pooled representation moves most
+    with the share."""
     share = min(max(share, 1e-6), 0.5)
-    lift = float(np.log((1 - share) / share))  # logit lift that gives the enriched sequences half the weight
-    return lift / float(torch.nn.functional.selu(torch.tensor(ATTENTION_INPUT_WEIGHT)))
+    return float(np.log((1 - share) / share)) / unit_difference
+
+
+def _selu(x: float) -> float:
+    return float(torch.nn.functional.selu(torch.tensor(x)))
+
+
+def kernel_unit_difference(n_residues: int) -> float:
+    """Activation difference of a seeded attention unit between a full match of its pattern and a sequence
+    matching one residue of it (the typical background)."""
+    on = _selu(ATTENTION_INPUT_WEIGHT * _selu(0.5 * KERNEL_WEIGHT))
+    off = _selu(ATTENTION_INPUT_WEIGHT * _selu((1.5 - n_residues) * KERNEL_WEIGHT))
+    return on - off
+
+
+GENE_UNIT_DIFFERENCE = _selu(ATTENTION_INPUT_WEIGHT)  # gene embedding dimension 1 (enriched) against 0
 
 
 @torch.no_grad()
@@ -277,9 +298,9 @@ def seed_model(
     Kernel ``k`` (for the ``k``-th pattern) gets weight ``KERNEL_WEIGHT`` on each pattern residue at its
     offset (centred in the kernel), zero elsewhere, and a bias that leaves a full match at +0.5 and a match
     of all but one residue at -0.5. Attention hidden unit ``k`` reads that kernel, and the attention logit
-    reads the unit (head ``k % n_heads``). Enriched V (J) genes get their weight on the first dimension of their
+    reads the unit (head ``k % n_heads``) with the gain of :func:`attention_gain` for the pattern's share. Enriched V (J) genes get their weight on the first dimension of their
     gene embedding (every other gene 0), read by the next attention unit with the gain of
-    :func:`gene_gain` for their mean share of a repertoire (``gene_shares``). Returns the seeded kernels.
+    :func:`attention_gain` for their mean share of a repertoire (``gene_shares``). Returns the seeded kernels.
     """
     if model.config.embedding != "cnn":
         return []
@@ -297,7 +318,7 @@ def seed_model(
         for offset, residue in zip(p.shape, p.residues):
             conv.weight[k, residue, start + offset] = KERNEL_WEIGHT
         conv.bias[k] = -KERNEL_WEIGHT * (len(p.shape) - 0.5)
-        _seed_attention_unit(model, k, k)
+        _seed_attention_unit(model, k, k, attention_gain(p.share, kernel_unit_difference(len(p.shape))))
         seeded.append(k)
     unit, feature = len(seeded), model.config.embedding_size
     for embedding, enriched, share in ((model.v_embedding, v_genes, gene_shares[0]), (model.j_embedding, j_genes, gene_shares[1])):
@@ -306,10 +327,12 @@ def seed_model(
         if enriched and unit < n_units:
             embedding.weight[:, 0] = 0.0
             embedding.weight[list(enriched), 0] = torch.tensor(list(enriched.values()), dtype=embedding.weight.dtype)
-            _seed_attention_unit(model, unit, feature, gene_gain(share))
+            _seed_attention_unit(model, unit, feature, attention_gain(share, GENE_UNIT_DIFFERENCE))
             unit += 1
         feature += model.config.gene_embedding_dim
+    if unit and len(model.attention) > 1:  # the random units start quiet, so the seeded ones rank the sequences
+        model.attention[-1].weight[:, unit:] *= RANDOM_UNIT_SCALE
     return seeded
 
 
-__all__ = ["EnrichedPattern", "enriched_genes", "enriched_patterns", "enrichment", "gene_gain", "seed_model"]
+__all__ = ["EnrichedPattern", "enriched_genes", "enriched_patterns", "attention_gain", "enrichment", "seed_model"]

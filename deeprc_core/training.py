@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -33,6 +34,7 @@ from sklearn.metrics import (
 )
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
+from deeprc_core import distributed
 from deeprc_core.config import TrainingConfig
 from deeprc_core.dataset import RepertoireDataset
 from deeprc_core.errors import DeepRCError
@@ -189,6 +191,12 @@ class _EncodedRepertoire:
     j: torch.Tensor | None  # (N,) model J-gene indices
     counts: torch.Tensor  # (N,) float32 clone counts
 
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the arrays."""
+        genes = sum(int(g.nbytes) for g in (self.v, self.j) if g is not None)
+        return int(self.codes.nbytes + self.lengths.nbytes + self.counts.nbytes) + genes
+
     def subset(self, rows: torch.Tensor) -> _EncodedRepertoire:
         """The sequences at ``rows`` (a 1-D index tensor)."""
         idx = rows.numpy()
@@ -201,12 +209,19 @@ class _EncodedRepertoire:
         )
 
 
+ENCODED_CACHE_BYTES = 512 << 20  # encoded repertoires kept of a dataset not held in memory (least recently used go)
+
+
 class _Encoded:
-    """Encoded repertoires of a dataset, read on first use and kept (no sequence strings are decoded)."""
+    """Encoded repertoires of a dataset, read on first use and kept (no sequence strings are decoded): all of
+    them for a dataset held in memory; for a larger one (a cohort larger than RAM) the most recently used, up to
+    :data:`ENCODED_CACHE_BYTES`, the others read again from their slice of the cache when needed."""
 
     def __init__(self, dataset: RepertoireDataset, model: DeepRC, indices: np.ndarray) -> None:
         self.dataset = dataset
-        self._cache: dict[int, _EncodedRepertoire] = {}
+        self._cache: OrderedDict[int, _EncodedRepertoire] = OrderedDict()
+        self._budget = None if getattr(dataset, "_arrays", None) is not None else ENCODED_CACHE_BYTES
+        self._bytes = 0
         v_map, j_map = model.gene_indices(dataset.v_vocab, dataset.j_vocab)  # dataset vocab -> model index
         self._v_map, self._j_map = v_map, j_map
 
@@ -221,6 +236,12 @@ class _Encoded:
                 self._j_map[torch.from_numpy(j_index.astype(np.int64))] if self._j_map is not None else None,
                 torch.from_numpy(counts),
             )
+            if self._budget is not None:
+                self._bytes += self._cache[i].nbytes
+                while self._bytes > self._budget and len(self._cache) > 1:
+                    self._bytes -= self._cache.popitem(last=False)[1].nbytes
+        elif self._budget is not None:
+            self._cache.move_to_end(i)
         return self._cache[i]
 
     def arrays(self, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -286,6 +307,7 @@ class _Trainer:
         self.stratify = y if self.specs[0].kind != "regression" else None
         self.seeded_patterns: list[dict] = []
         self.seeded_genes: list[str] = []
+        self.dist = distributed.current()  # None in a single process (see deeprc_core.distributed)
 
     def _set_genes(self, config: DeepRCConfig, use: bool) -> None:
         config.v_genes = [g for g in self.dataset.v_vocab.tolist() if g] if use else []
@@ -362,7 +384,9 @@ class _Trainer:
 
         shares = (share(0, v_genes), share(1, j_genes))
         seed_model(model, patterns, v_genes, j_genes, shares)
-        self.seeded_patterns = [{"pattern": p.pattern, "t": round(p.t, 2), "class": p.label} for p in patterns]
+        self.seeded_patterns = [
+            {"pattern": p.pattern, "t": round(p.t, 2), "class": p.label, "share": round(p.share, 5)} for p in patterns
+        ]
         self.seeded_genes = [f"{self.config.v_genes[g - 1]} ({w:.2f})" for g, w in v_genes.items()]
         self.seeded_genes += [f"{self.config.j_genes[g - 1]} ({w:.2f})" for g, w in j_genes.items()]
 
@@ -491,7 +515,13 @@ class _Trainer:
         rng = np.random.default_rng(self.cfg.seed + 1)
         rows = []
         cap = self.cfg.eval_max_sequences
-        for i in indices:
+        mine = np.ones(len(indices), dtype=bool) if self.dist is None else np.isin(np.arange(len(indices)), self.dist.shard(len(indices)))
+        for k, i in enumerate(indices):
+            if not mine[k]:  # another rank scores it; draw its sequences all the same, so every stream stays in step
+                n = self.dataset.n_sequences(int(i))
+                if cap and cap < n:
+                    rng.choice(n, size=cap, replace=False)
+                continue
             rep = encoded.get(int(i))
             if cap and cap < len(rep.lengths):
                 rep = rep.subset(torch.from_numpy(np.sort(rng.choice(len(rep.lengths), size=cap, replace=False))))
@@ -499,6 +529,8 @@ class _Trainer:
                 emb = model.embed(rep.codes, rep.lengths).float()
             z = model.represent(emb, rep.v, rep.j, rep.counts)
             rows.append(model.outputs_from_representation(z)[0])
+        if self.dist is not None:  # validation shared out over the ranks: every rank gets all rows
+            return self.dist.gather_rows(rows, np.flatnonzero(mine), len(indices), self.device)
         return torch.stack(rows)
 
     def evaluate(self, model: DeepRC, indices: np.ndarray, encoded: _Encoded | None = None) -> dict[str, float]:
@@ -523,6 +555,8 @@ class _Trainer:
         resume_from: str | None,
     ) -> TrainingResult:
         cfg = self.cfg
+        if self.dist is not None and not self.dist.is_main:
+            on_update = on_evaluate = None  # progress is reported by rank 0 alone
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         self.decide_genes(train_idx)
@@ -548,30 +582,41 @@ class _Trainer:
             rng = np.random.default_rng([cfg.seed, update])
             best_state = copy.deepcopy(model.state_dict())  # the saved weights are the best ones
             best_eval = min(history, key=lambda h: h["val_loss"]) if history else None
+        sampler = ddp = None
+        if self.dist is not None:  # each rank its own repertoires; gradients averaged over the ranks
+            sampler = distributed.BatchSampler(train_idx, cfg.batch_size, cfg.seed, self.dist)
+            rng = sampler.selection_rng(update)
+            ddp = distributed.data_parallel(self.forward, model)
         start, running, reason = time.perf_counter(), [], "max_updates"
         budget = None if cfg.max_minutes is None else cfg.max_minutes * 60.0
         order = np.empty(0, dtype=np.int64)
         targets_t = [torch.as_tensor(t.copy()) for t in self.targets]
         while update < cfg.max_updates:
-            if should_stop is not None and should_stop():
-                reason = "cancelled"
+            stop = "cancelled" if should_stop is not None and should_stop() else None
+            if stop is None and budget is not None and time.perf_counter() - start > budget:
+                stop = "time budget"
+            if self.dist is not None:
+                stop = self.dist.agree_stop(stop)  # all ranks stop at the same update
+            if stop is not None:
+                reason = stop
                 break
-            if budget is not None and time.perf_counter() - start > budget:
-                reason = "time budget"
-                break
-            if len(order) < cfg.batch_size:
-                order = np.concatenate([order, rng.permutation(train_idx)])
-            batch, order = order[: cfg.batch_size], order[cfg.batch_size :]
-            selection = self.select(model, encoded, batch, rng)  # attention-based reduction, no gradient
+            if sampler is not None:
+                batch = sampler.batch(update)
+            else:
+                if len(order) < cfg.batch_size:
+                    order = np.concatenate([order, rng.permutation(train_idx)])
+                batch, order = order[: cfg.batch_size], order[cfg.batch_size :]
+            # attention-based reduction, no gradient (in a distributed run, a failure on one rank stops all)
+            selection = distributed.together(self.dist, self.select, model, encoded, batch, rng)
             model.train()
-            outputs = self.forward(model, selection, len(batch))
+            outputs = self.forward(model, selection, len(batch)) if ddp is None else ddp(selection, len(batch))
             loss = _loss(outputs, [t[batch].to(self.device) for t in targets_t], self.specs, self.pos_weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.param_groups[1]["lr"] = cfg.learning_rate * cfg.fine_tune_factor if update >= cfg.warmup_updates else 0.0
             optimizer.step()
             update += 1
-            running.append(loss.item())
+            running.append(loss.item() if self.dist is None else self.dist.mean(loss.item()))
             elapsed = time.perf_counter() - start
             progress = TrainingProgress(
                 update=update,
@@ -621,6 +666,7 @@ class _Trainer:
             "training_seconds": round(time.perf_counter() - start, 1),
             "seeded_patterns": self.seeded_patterns,
             "seeded_genes": self.seeded_genes,
+            "world_size": 1 if self.dist is None else self.dist.world_size,  # processes that trained it together
         }
         return TrainingResult(model, history, metrics, train_idx, val_idx, optimizer, state)
 
@@ -672,7 +718,7 @@ def train(
         train_indices, val_indices = trainer.split()
     train_indices, val_indices = np.asarray(train_indices), np.asarray(val_indices)
     result = trainer.run(train_indices, val_indices, on_update, on_evaluate, should_stop, resume_from)
-    if trainer.cfg.reference and trainer.specs[0].kind == "binary":
+    if trainer.cfg.reference and trainer.specs[0].kind == "binary" and (trainer.dist is None or trainer.dist.is_main):
         result.model.info["reference"] = reference_aucs(dataset, train_indices, val_indices, trainer.specs[0])
     return result
 

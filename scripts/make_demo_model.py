@@ -54,18 +54,8 @@ TRAIN_SIM = dict(
     seed=7,
 )
 TEST_SIM = dict(n_repertoires=100, n_sequences=10_000, motifs=MOTIFS, witness_rate=WITNESS_RATE, seed=8)
-TRAINING = dict(
-    target="disease",
-    positive="positive",
-    max_updates=4000,
-    max_minutes=20.0,
-    batch_size=4,
-    n_sequences=5000,
-    top_fraction=0.05,
-    learning_rate=1e-3,
-    eval_every=50,
-    patience=12,
-)
+# The default training (TrainingConfig), as `python -m deeprc_core train ... --max-minutes 5` runs it.
+TRAINING = dict(target="disease", positive="positive", max_minutes=5.0)
 
 
 def simulate(work: Path, name: str, settings: dict) -> Path:
@@ -95,7 +85,7 @@ def main() -> None:
         info = model.info
     else:
         dataset = open_dataset(simulate(work, "train_one_motif", TRAIN_SIM))
-        bar = tqdm(total=TRAINING["max_updates"], desc="training", unit="update")
+        bar = tqdm(total=TrainingConfig().max_updates, desc="training", unit="update")
 
         def _tick(p):
             bar.update(p.update - bar.n)

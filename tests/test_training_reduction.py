@@ -15,7 +15,7 @@ from deeprc_core.dataset import open_dataset
 from deeprc_core.kmers import CONTIGUOUS_4, count_patterns, pattern_string, window_codes
 from deeprc_core.model import DeepRC, DeepRCConfig
 from deeprc_core.scoring import score_repertoire
-from deeprc_core.seeding import enriched_genes, enriched_patterns, gene_gain
+from deeprc_core.seeding import GENE_UNIT_DIFFERENCE, attention_gain, enriched_genes, enriched_patterns
 from deeprc_core.training import TrainingConfig, _Trainer, build_optimizer
 
 CONFIG = TrainingConfig(target="disease", positive="positive", max_minutes=None, n_kept=8, device="cpu")
@@ -140,5 +140,7 @@ def test_gene_enrichment_finds_the_planted_gene_and_its_gain_balances_the_attent
     v_genes, j_genes = enriched_genes(lambda k: (reps[k], None), 7, 1, len(reps), labels, "binary")
     assert max(v_genes, key=v_genes.get) == 6 and v_genes[6] == 1.0 and not j_genes
     # with half of the attention on a gene of share s, the logit lift is log((1 - s) / s)
-    lift = gene_gain(0.03) * float(torch.nn.functional.selu(torch.tensor(2.0)))
+    lift = attention_gain(0.03, GENE_UNIT_DIFFERENCE) * GENE_UNIT_DIFFERENCE
     assert lift == pytest.approx(np.log(0.97 / 0.03))
+    weight = 0.03 * np.exp(lift) / (0.03 * np.exp(lift) + 0.97)
+    assert weight == pytest.approx(0.5)
