@@ -132,7 +132,7 @@ def _simulate_motifs(regime: Regime, folder: Path, n_repertoires: int, seed: int
         substitution_prob=regime.substitution_prob,
         seed=seed,
     )
-    simulate_dataset(folder, config)
+    simulate_dataset(folder, config, overwrite=True)
 
 
 def _simulate_real(regime: Regime, folder: Path, n_repertoires: int, seed: int, receptors: pd.DataFrame) -> None:
@@ -157,7 +157,7 @@ def _build(regime: Regime, folder: Path, n_repertoires: int, seed: int, receptor
     """Simulate one set into ``folder`` unless the same settings are there already; returns its truth table."""
     spec = {**asdict(regime), "n_repertoires": n_repertoires, "seed": seed}
     record = folder / "regime.json"
-    if not (record.exists() and json.loads(record.read_text()) == spec):
+    if not (record.exists() and json.loads(record.read_text()) == json.loads(json.dumps(spec))):
         if receptors is None:
             _simulate_motifs(regime, folder, n_repertoires, seed)
         else:
