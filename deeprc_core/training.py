@@ -439,17 +439,25 @@ class _Trainer:
         model.eval()
         parts: dict[str, list] = {k: [] for k in ("codes", "lengths", "bag", "v", "j", "counts", "offered", "kept")}
         shifts, rest_weights, rest_sums = [], [], []
-        for b, i in enumerate(batch):
+        subs, offers = [], []
+        for i in batch:
             rep = encoded.get(int(i))
             n = len(rep.lengths)
             cap = self.cfg.n_sequences
             offered = np.sort(rng.choice(n, size=cap, replace=False)) if cap is not None and cap < n else np.arange(n)
-            rows = torch.from_numpy(offered)
-            sub = rep.subset(rows) if len(offered) < n else rep
-            with autocast(self.device):
-                emb = model.embed(sub.codes, sub.lengths).float()
-            z = model.represent(emb, sub.v, sub.j, sub.counts)  # (n, D)
-            logits = model.attention_logits(z).float()  # (n, H)
+            subs.append(rep.subset(torch.from_numpy(offered)) if len(offered) < n else rep)
+            offers.append(offered)
+        # one fast embedding of the whole batch (one lookup table, large length groups), then split per repertoire
+        width = max(sub.codes.shape[1] for sub in subs)
+        codes = np.concatenate([np.pad(sub.codes, ((0, 0), (0, width - sub.codes.shape[1])), constant_values=PAD) for sub in subs])
+        cat = lambda xs: torch.cat(xs) if xs[0] is not None else None  # noqa: E731
+        with autocast(self.device):
+            emb = model.embed(codes, np.concatenate([sub.lengths for sub in subs])).float()
+        z_all = model.represent(emb, cat([s.v for s in subs]), cat([s.j for s in subs]), cat([s.counts for s in subs]))
+        logits_all = model.attention_logits(z_all).float()  # (N_batch, H)
+        bounds = np.cumsum([0] + [len(sub.lengths) for sub in subs])
+        for b, (sub, offered) in enumerate(zip(subs, offers)):
+            z, logits = z_all[bounds[b] : bounds[b + 1]], logits_all[bounds[b] : bounds[b + 1]]  # (n, D), (n, H)
             keep = self._n_kept(len(offered))
             top = torch.topk(logits.amax(dim=1), keep).indices.sort().values
             shift = logits.amax(dim=0)  # (H,)
@@ -474,7 +482,6 @@ class _Trainer:
             parts["kept"].append(offered[top.cpu().numpy()])
         width = max(c.shape[1] for c in parts["codes"])
         codes = torch.cat([F.pad(c, (0, width - c.shape[1]), value=PAD) for c in parts["codes"]])
-        cat = lambda xs: torch.cat(xs) if xs[0] is not None else None  # noqa: E731
         return _Selection(
             codes=codes,
             lengths=torch.cat(parts["lengths"]),
