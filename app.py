@@ -1,68 +1,38 @@
 """DeepRC Explorer: classify immune repertoires with DeepRC and see why the model decided.
 
-Run with ``streamlit run app.py``. This is the Home page (what DeepRC does, the loaded model's card, the device,
-the way into the sample data); the other pages live in ``pages/``, the shared Streamlit glue in ``ui.py``.
+Run with ``streamlit run app.py``. This file is the router: it lists the pages (titles and icons in one place),
+sets torch up for a server, draws the sidebar's model picker and runs the chosen page inside the error guard.
+The pages live in ``app_pages/`` (not ``pages/``: Streamlit would take a ``pages/`` folder for its old automatic
+multipage mode and run a page without this router), the Streamlit glue in the ``explorer`` package, the science
+in ``deeprc_core``.
 """
 
 import streamlit as st
 
-import ui
+from explorer import models, settings, state
 
-DIAGRAM = """
-digraph deeprc {
-  rankdir=LR; bgcolor="transparent";
-  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=13, color="#4a6fa5", fillcolor="#eef3fb"];
-  edge [color="#4a6fa5", fontname="Helvetica", fontsize=11];
-  rep  [label="Repertoire\\nN CDR3 sequences", fillcolor="#ffffff"];
-  h    [label="h(): CNN embedding\\nof every sequence"];
-  f    [label="f(): attention score\\nper sequence"];
-  soft [label="softmax over\\nthe repertoire"];
-  pool [label="attention-weighted\\nsum of embeddings"];
-  o    [label="o(): output\\nP(disease)", fillcolor="#fde8e8", color="#c0392b"];
-  rep -> h -> f -> soft -> pool -> o;
-  h -> pool [style=dashed, label="embeddings"];
-}
+PAGES = [
+    st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("app_pages/classify.py", title="Classify", icon=":material/fact_check:"),
+    st.Page("app_pages/attention.py", title="Attention", icon=":material/visibility:"),
+    st.Page("app_pages/attributions.py", title="Attributions", icon=":material/insights:"),
+    st.Page("app_pages/kernel_motifs.py", title="Kernel motifs", icon=":material/grid_view:"),
+    st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("app_pages/validate.py", title="Validate", icon=":material/verified:"),
+    st.Page("app_pages/report.py", title="Report", icon=":material/description:"),
+]
+
+CSS = """
+[data-testid="stMainBlockContainer"] { padding-top: 2.5rem; }
+[data-testid="stSidebarHeader"] { height: 1.5rem; min-height: 1.5rem; }
 """
 
-
-def main() -> None:
-    st.title("DeepRC Explorer")
-    st.markdown(
-        "**DeepRC** classifies a whole immune repertoire (tens of thousands of T- or B-cell receptor sequences) "
-        "from the few sequences that carry the signal. Each CDR3 is embedded by a small CNN (**h**), an attention "
-        "network (**f**) scores how relevant each sequence is, a softmax over the repertoire turns the scores into "
-        "weights, and the weighted average embedding gives the prediction (**o**). The attention and the "
-        "residue attributions show *which* sequences and motifs the decision rests on."
-    )
-    st.graphviz_chart(DIAGRAM, width="stretch")
-
-    left, right = st.columns([3, 2], gap="large")
-    with right:
-        st.subheader("Try it on the sample data")
-        st.markdown(
-            "Simulated human TRB repertoires ship with the app: three patients and a dataset of 80 repertoires in "
-            "which positives carry the motifs `GWQH` and `YW.D`. No upload needed:"
-        )
-        st.page_link("pages/classify.py", label="Classify the three sample patients", icon=":material/fact_check:")
-        st.page_link(
-            "pages/attention.py", label="See which sequences the model attends to", icon=":material/visibility:"
-        )
-        st.page_link("pages/attributions.py", label="Residue attributions and motif logos", icon=":material/insights:")
-        st.page_link("pages/kernel_motifs.py", label="What the CNN kernels learned", icon=":material/grid_view:")
-        st.page_link("pages/validate.py", label="Check the model against the known motifs", icon=":material/verified:")
-        st.page_link("pages/train.py", label="Train a model in a few minutes", icon=":material/model_training:")
-        st.caption(f"Computing on **{ui.device_label()}**.")
-
-    with left:
-        st.subheader("Loaded model")
-        model, _ = ui.current_model()
-        st.dataframe(ui.model_card(model), hide_index=True, width="stretch")
-        card = ui.model_card_markdown(model)
-        if card:
-            with st.expander("Full model card"):
-                ui.show_markdown(card, model.path)
-        with st.expander("Training facts (JSON)"):
-            st.code(ui.model_info_json(model), language="json")
-
-
-ui.run_page("Home", main)
+settings.set_torch_threads()
+page = st.navigation({"DeepRC Explorer": PAGES})
+st.set_page_config(page_title=f"{page.title} · DeepRC Explorer", page_icon="🧬", layout="wide")
+st.html(f"<style>{CSS}</style>")
+with state.errors_shown():
+    state.session_dir()
+    models.model_picker()
+with state.errors_shown():
+    page.run()

@@ -24,13 +24,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-import ui  # noqa: E402,F401  (applies the app's torch thread setting, DEEPRC_TORCH_THREADS)
 from deeprc_core.attribution import attribute_sequences
 from deeprc_core.checkpoint import list_models, load_model
 from deeprc_core.io import AMINO_ACIDS, read_repertoire
 from deeprc_core.motifs import attribution_logo
 from deeprc_core.plots import figure_to_bytes, logo_figure
 from deeprc_core.scoring import attention_table
+from explorer import settings
+
+settings.set_torch_threads()  # the app's torch thread setting (DEEPRC_TORCH_THREADS)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,7 +127,7 @@ def main() -> None:
         os.environ["DEEPRC_MODELS_DIR"] = str(model_dir.parent)
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
         at.run()
-        at.switch_page("pages/attention.py").run()
+        at.switch_page("app_pages/attention.py").run()
         start = time.perf_counter()
         at.file_uploader(key="attention_upload").set_value(("bench.tsv", data, "text/tab-separated-values")).run()
         t_page = time.perf_counter() - start
@@ -137,17 +139,17 @@ def main() -> None:
         at.run()
         report("same page again (cached)", time.perf_counter() - start)
         start = time.perf_counter()
-        at.switch_page("pages/attributions.py").run()
+        at.switch_page("app_pages/attributions.py").run()
         assert not at.exception, [e.value for e in at.exception]
         report("Attributions page, top 50, 32 steps (two logos)", time.perf_counter() - start, TARGET_S)
         start = time.perf_counter()
-        at.switch_page("pages/attention.py").run()
+        at.switch_page("app_pages/attention.py").run()
         report("back to Attention (everything cached)", time.perf_counter() - start)
         for page, label in (
-            ("pages/kernel_motifs.py", "Kernel motifs page (3 sample patients, 4 kernels)"),
-            ("pages/validate.py", "Validate page (sample truth, 3 patients)"),
-            ("pages/report.py", "Report page (HTML built, 100k upload)"),
-            ("pages/classify.py", "Classify page (3 sample patients)"),
+            ("app_pages/kernel_motifs.py", "Kernel motifs page (3 sample patients, 4 kernels)"),
+            ("app_pages/validate.py", "Validate page (sample truth, 3 patients)"),
+            ("app_pages/report.py", "Report page (HTML built, 100k upload)"),
+            ("app_pages/classify.py", "Classify page (3 sample patients)"),
         ):
             start = time.perf_counter()
             at.switch_page(page).run()

@@ -1,9 +1,9 @@
 """App tests: every page runs on the sample data with no upload and shows what it should; classifying,
 uploading (good and bad files), searching a motif and training a tiny model work end to end.
 
-Pages are driven with ``streamlit.testing.v1.AppTest``. The tests use the shipped model under ``models/``
-when there is one; otherwise a tiny model is trained once for the session (a few seconds). Models trained
-by the Train page go to a temporary folder (``DEEPRC_TRAINED_DIR``).
+Pages are driven with ``streamlit.testing.v1.AppTest`` through the router: ``app.py`` opens on the Home page,
+``switch_page`` goes to the others. The tests use the shipped model under ``models/``. Models trained by the
+Train page go to a temporary folder (``DEEPRC_TRAINED_DIR``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from deeprc_core.config import TrainingConfig
 from deeprc_core.errors import DeepRCError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,13 +30,13 @@ HEAVY_TIMEOUT = 180
 
 PAGES = {
     "app.py": "DeepRC Explorer",
-    "pages/classify.py": "Classify repertoires",
-    "pages/attention.py": "Attention over every sequence",
-    "pages/attributions.py": "Residue attributions",
-    "pages/kernel_motifs.py": "Kernel motifs",
-    "pages/train.py": "Train a model",
-    "pages/validate.py": "Validate against known witnesses",
-    "pages/report.py": "Report",
+    "app_pages/classify.py": "Classify repertoires",
+    "app_pages/attention.py": "Attention over every sequence",
+    "app_pages/attributions.py": "Residue attributions",
+    "app_pages/kernel_motifs.py": "Kernel motifs",
+    "app_pages/train.py": "Train a model",
+    "app_pages/validate.py": "Validate against known witnesses",
+    "app_pages/report.py": "Report",
 }
 
 
@@ -75,6 +76,11 @@ def metric(at: AppTest, label: str) -> str:
     raise AssertionError(f"no metric {label!r} among {[m.label for m in at.metric]}")
 
 
+def test_every_page_file_is_tested() -> None:
+    files = {f"app_pages/{f.name}" for f in (ROOT / "app_pages").glob("*.py")}
+    assert {"app_pages/home.py" if p == "app.py" else p for p in PAGES} == files  # app.py opens on the Home page
+
+
 @pytest.mark.parametrize("page", list(PAGES))
 def test_every_page_renders_on_the_sample_data(page: str) -> None:
     at = open_app(None if page == "app.py" else page, timeout=HEAVY_TIMEOUT)
@@ -86,32 +92,36 @@ def test_every_page_renders_on_the_sample_data(page: str) -> None:
         card = at.dataframe[0].value
         assert {"predicts", "architecture"} <= set(card["fact"])
         assert any("CPU" in c.value or "GPU" in c.value for c in at.caption)
-    elif page == "pages/attention.py":
+    elif page == "app_pages/attention.py":
         assert metric(at, "Sequences") == "5,000"
         table = at.dataframe[0].value
         assert len(table) == 5000 and table["rank"].is_monotonic_increasing
         assert np.all(np.diff(table["attention"].to_numpy()) <= 1e-12)
         assert float(metric(at, "Attention held by the top 10").rstrip("%")) > 0
-    elif page == "pages/attributions.py":
+    elif page == "app_pages/attributions.py":
         assert len(at.image) >= 2  # attribution logo and enrichment logo
-    elif page == "pages/kernel_motifs.py":
+    elif page == "app_pages/kernel_motifs.py":
         assert len(at.image) >= 1
         summary = at.dataframe[0].value
         assert {"kernel", "importance", "top_kmer"} <= set(summary.columns)
         assert summary["importance"].is_monotonic_decreasing
-    elif page == "pages/train.py":
+    elif page == "app_pages/train.py":
         assert any("500 repertoires" in i.value for i in at.info)
         assert at.button(key="train_start")
-    elif page == "pages/validate.py":
+        defaults = TrainingConfig()  # the widgets start at the config's defaults (None shown as 0 = all)
+        assert at.number_input(key="train_max_updates").value == defaults.max_updates
+        assert at.number_input(key="train_lr").value == defaults.learning_rate
+        assert at.number_input(key="train_n_sequences").value == (defaults.n_sequences or 0)
+    elif page == "app_pages/validate.py":
         assert metric(at, "Repertoires with witnesses") == "2"  # patients A and C carry implanted motifs
         assert 0.0 <= float(metric(at, "Attention AUPRC")) <= 1.0
-    elif page == "pages/report.py":
+    elif page == "app_pages/report.py":
         assert at.get("download_button")
         assert 0.0 <= float(metric(at, "P(positive)")) <= 1.0
 
 
 def test_classify_sample_patients_and_dataset() -> None:
-    at = open_app("pages/classify.py")
+    at = open_app("app_pages/classify.py")
     assert_clean(at)
     table = at.dataframe[0].value
     assert list(table["repertoire"]) == ["patient_A_airr", "patient_B_immunoseq", "patient_C_10x"]
@@ -129,7 +139,7 @@ def test_classify_sample_patients_and_dataset() -> None:
 
 
 def test_upload_is_classified_and_shown_on_attention() -> None:
-    at = open_app("pages/classify.py")
+    at = open_app("app_pages/classify.py")
     at.segmented_control(key="classify_source").set_value("upload").run()
     assert any("Upload one or more" in i.value for i in at.info)
     data = (SINGLE / "patient_A_airr.tsv").read_bytes()
@@ -138,14 +148,14 @@ def test_upload_is_classified_and_shown_on_attention() -> None:
     table = at.dataframe[0].value
     assert list(table["repertoire"]) == ["patient_A_airr"] and 0 <= table["probability"].iloc[0] <= 1
     assert any("kept 5,000 sequences" in c.value for c in at.caption)  # the read report
-    at.switch_page("pages/attention.py").run()
+    at.switch_page("app_pages/attention.py").run()
     assert_clean(at)
     assert at.selectbox(key="attention_repertoire").value.startswith("upload:")
     assert metric(at, "Sequences") == "5,000"
 
 
 def test_sessions_do_not_see_each_others_uploads() -> None:
-    alice, bob = open_app("pages/attention.py"), open_app("pages/attention.py")
+    alice, bob = open_app("app_pages/attention.py"), open_app("app_pages/attention.py")
     data = (SINGLE / "patient_A_airr.tsv").read_bytes()
     alice.file_uploader(key="attention_upload").set_value(("alice_private.tsv", data, "text/plain")).run()
     assert_clean(alice)
@@ -161,7 +171,7 @@ def test_sessions_do_not_see_each_others_uploads() -> None:
     ids=["unknown-columns", "no-amino-acids", "empty"],
 )
 def test_bad_upload_shows_an_error(content: bytes) -> None:
-    at = open_app("pages/classify.py")
+    at = open_app("app_pages/classify.py")
     at.segmented_control(key="classify_source").set_value("upload").run()
     at.file_uploader(key="classify_files").set_value(("bad.tsv", content, "text/plain")).run()
     assert not at.exception
@@ -170,27 +180,27 @@ def test_bad_upload_shows_an_error(content: bytes) -> None:
 
 
 def test_a_tiny_upload_works_on_every_page() -> None:
-    at = open_app("pages/classify.py")
+    at = open_app("app_pages/classify.py")
     at.segmented_control(key="classify_source").set_value("upload").run()
     at.file_uploader(key="classify_files").set_value(
         ("tiny.txt", b"CASSLGQF\nCASSGWQHEQYF\nCAWSF\n", "text/plain")
     ).run()
     assert_clean(at)
     assert at.dataframe[0].value["n_sequences"].tolist() == [3]
-    at.switch_page("pages/attention.py").run()
+    at.switch_page("app_pages/attention.py").run()
     assert_clean(at)
     assert at.selectbox(key="attention_repertoire").value.startswith("upload:")
     assert metric(at, "Sequences") == "3"
-    at.switch_page("pages/attributions.py").run()
+    at.switch_page("app_pages/attributions.py").run()
     assert_clean(at)
     assert len(at.image) >= 1
-    at.switch_page("pages/report.py").run()
+    at.switch_page("app_pages/report.py").run()
     assert_clean(at)
     assert at.get("download_button")
 
 
 def test_attention_motif_search_and_invalid_regex() -> None:
-    at = open_app("pages/attention.py")
+    at = open_app("app_pages/attention.py")
     at.text_input(key="attention_motif").set_value("GWQH").run()
     assert_clean(at)
     assert at.success and "contain 'GWQH'" in at.success[0].value
@@ -204,7 +214,7 @@ def test_attention_motif_search_and_invalid_regex() -> None:
 
 
 def test_train_tiny_model_becomes_selectable() -> None:
-    at = open_app("pages/train.py")
+    at = open_app("app_pages/train.py")
     settings = {
         "train_minutes": 0.5,
         "train_max_updates": 20,
@@ -233,7 +243,7 @@ def test_train_tiny_model_becomes_selectable() -> None:
     choice = at.sidebar.selectbox(key="model_choice")
     assert Path(choice.value).name == "tiny_test_model"
     assert (Path(os.environ["DEEPRC_TRAINED_DIR"]) / "tiny_test_model" / "config.json").is_file()
-    at.switch_page("pages/classify.py").run()  # the new model stays chosen on another page and classifies
+    at.switch_page("app_pages/classify.py").run()  # the new model stays chosen on another page and classifies
     assert_clean(at)
     assert Path(at.sidebar.selectbox(key="model_choice").value).name == "tiny_test_model"
     assert at.dataframe[0].value["probability"].between(0, 1).all()
@@ -246,7 +256,7 @@ def test_train_page_reads_an_uploaded_zip_and_refuses_an_unsafe_one() -> None:
     members = {"mydata/metadata.tsv": meta[["ID", "disease"]].to_csv(sep="\t", index=False).encode()}
     for name in meta["ID"]:
         members[f"mydata/repertoires/{name}"] = (dataset / "repertoires" / name).read_bytes()
-    at = open_app("pages/train.py")
+    at = open_app("app_pages/train.py")
     at.segmented_control(key="train_source").set_value("upload").run()
     assert any("Upload a dataset" in i.value for i in at.info)
     at.file_uploader(key="train_files").set_value(("mydata.zip", _zip(members), "application/zip")).run()
@@ -261,7 +271,7 @@ def test_train_page_reads_an_uploaded_zip_and_refuses_an_unsafe_one() -> None:
 
 
 def test_validate_with_a_motif_regex() -> None:
-    at = open_app("pages/validate.py")
+    at = open_app("app_pages/validate.py")
     at.segmented_control(key="validate_truth").set_value("regex").run()
     assert_clean(at)
     assert at.text_input(key="validate_regex").value == "GWQH|YW.D"
@@ -273,7 +283,7 @@ def test_validate_with_a_motif_regex() -> None:
 
 
 def test_attributions_compare_two_repertoires() -> None:
-    at = open_app("pages/attributions.py", timeout=HEAVY_TIMEOUT)
+    at = open_app("app_pages/attributions.py", timeout=HEAVY_TIMEOUT)
     n_images = len(at.image)
     at.toggle(key="attributions_compare").set_value(True).run()
     assert_clean(at)
@@ -284,7 +294,7 @@ def test_attributions_compare_two_repertoires() -> None:
 
 
 def test_attributions_answer_each_question_and_score_the_motif_carriers() -> None:
-    at = open_app("pages/attributions.py", timeout=HEAVY_TIMEOUT)
+    at = open_app("app_pages/attributions.py", timeout=HEAVY_TIMEOUT)
     assert_clean(at)
 
     def completeness() -> str:
@@ -311,7 +321,7 @@ def test_attributions_answer_each_question_and_score_the_motif_carriers() -> Non
 
 
 def test_validate_shows_per_witness_figures_and_kernels_name_their_motifs() -> None:
-    at = open_app("pages/validate.py", timeout=HEAVY_TIMEOUT)
+    at = open_app("app_pages/validate.py", timeout=HEAVY_TIMEOUT)
     assert_clean(at)
     mass = float(metric(at, "IG on motif, per witness").rstrip("%"))
     chance = float(next(m.delta for m in at.metric if m.label == "IG on motif, per witness").split()[1].rstrip("%"))
@@ -320,7 +330,7 @@ def test_validate_shows_per_witness_figures_and_kernels_name_their_motifs() -> N
     assert 0.0 <= float(metric(at, "Jaccard top n")) <= 1.0 and 0.0 <= float(metric(at, "Recall@1000")) <= 1.0
     at.segmented_control(key="validate_explain").set_value("repertoire").run()
     assert_clean(at)
-    at.switch_page("pages/kernel_motifs.py").run()
+    at.switch_page("app_pages/kernel_motifs.py").run()
     assert_clean(at)
     assert any(m.value.startswith("**GWQH**") for m in at.markdown)
     assert {"best_motif", "motif_correlation", "attention_share"} <= set(at.dataframe[0].value.columns)
@@ -343,24 +353,24 @@ def _zip(members: dict[str, bytes]) -> bytes:
 
 
 def test_zip_extraction_refuses_traversal_and_bombs(tmp_path: Path) -> None:
-    import ui
+    from explorer import archive, settings
 
     with pytest.raises(DeepRCError, match="unsafe path"):
-        ui.safe_extract_zip(_zip({"metadata.tsv": b"ID\tdisease\n", "../evil.tsv": b"x"}), tmp_path / "a")
+        archive.safe_extract_zip(_zip({"metadata.tsv": b"ID\tdisease\n", "../evil.tsv": b"x"}), tmp_path / "a")
     assert not (tmp_path / "evil.tsv").exists()
     with pytest.raises(DeepRCError, match="unsafe path"):
-        ui.safe_extract_zip(_zip({"/etc/evil.tsv": b"x"}), tmp_path / "b")
+        archive.safe_extract_zip(_zip({"/etc/evil.tsv": b"x"}), tmp_path / "b")
     with pytest.raises(DeepRCError, match="not a valid zip"):
-        ui.safe_extract_zip(b"not a zip", tmp_path / "c")
+        archive.safe_extract_zip(b"not a zip", tmp_path / "c")
     big = _zip({"metadata.tsv": b"ID\n", "big.tsv": b"A" * 1000})
-    original = ui.MAX_ZIP_BYTES
-    ui.MAX_ZIP_BYTES = 500
+    original = settings.MAX_ZIP_BYTES
+    settings.MAX_ZIP_BYTES = 500
     try:
         with pytest.raises(DeepRCError, match="unpacks to"):
-            ui.safe_extract_zip(big, tmp_path / "d")
+            archive.safe_extract_zip(big, tmp_path / "d")
     finally:
-        ui.MAX_ZIP_BYTES = original
-    root = ui.safe_extract_zip(
+        settings.MAX_ZIP_BYTES = original
+    root = archive.safe_extract_zip(
         _zip({"data/metadata.tsv": b"ID\tdisease\nr1.tsv\tpositive\n", "data/r1.tsv": b"junction_aa\nCASSF\n"}),
         tmp_path / "e",
     )

@@ -34,7 +34,7 @@ def app_environment(tmp_path_factory: pytest.TempPathFactory):
 def _classify_upload() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
-    at.switch_page("pages/classify.py").run()
+    at.switch_page("app_pages/classify.py").run()
     at.segmented_control(key="classify_source").set_value("upload").run()
     return at
 
@@ -73,9 +73,9 @@ def test_a_nul_upload_is_scored_on_its_clean_sequences_only() -> None:
 
 
 def test_a_gzip_bomb_upload_is_refused_while_it_streams(monkeypatch) -> None:
-    import ui
+    from explorer import settings
 
-    monkeypatch.setattr(ui, "MAX_UPLOAD_INFLATED_BYTES", 4 << 20)  # the real limit is 512 MB; same code path
+    monkeypatch.setattr(settings, "MAX_UPLOAD_INFLATED_BYTES", 4 << 20)  # the real limit is 512 MB; same code path
     bomb = gzip.compress(b"junction_aa\tduplicate_count\n" + b"CASSLGQAYEQYF\t3\n" * 600_000)  # 9.6 MB inflated
     at = _classify_upload()
     at.file_uploader(key="classify_files").set_value(("bomb.tsv.gz", bomb, "application/gzip")).run()
@@ -106,11 +106,11 @@ def test_a_labels_file_with_an_id_column_named_repertoire_shows_the_labels() -> 
 
 
 def _refused(data: bytes, tmp_path: Path, *words: str) -> str:
-    import ui
+    from explorer import archive
 
     destination = tmp_path / "dataset_x"
     with pytest.raises(DeepRCError) as info:
-        ui.safe_extract_zip(data, destination)
+        archive.safe_extract_zip(data, destination)
     message = str(info.value)
     for word in words:
         assert word in message, message
@@ -147,7 +147,7 @@ def test_clashing_names_are_refused_before_extraction(tmp_path, members) -> None
 
 
 def test_too_many_repertoire_files_are_refused_from_the_directory(tmp_path, monkeypatch) -> None:
-    import ui
+    from explorer import settings
 
     opened = []
 
@@ -155,10 +155,13 @@ def test_too_many_repertoire_files_are_refused_from_the_directory(tmp_path, monk
         opened.append(args)
         raise AssertionError("a member was read")
 
-    members = {"metadata.tsv": META, **{f"repertoires/r{i}.tsv": REP for i in range(ui.MAX_TRAIN_REPERTOIRES + 1)}}
+    members = {
+        "metadata.tsv": META,
+        **{f"repertoires/r{i}.tsv": REP for i in range(settings.MAX_TRAIN_REPERTOIRES + 1)},
+    }
     data = _zip(members)
     monkeypatch.setattr(zipfile.ZipFile, "open", _open)
-    _refused(data, tmp_path, f"{ui.MAX_TRAIN_REPERTOIRES + 1:,} repertoire files", "command line")
+    _refused(data, tmp_path, f"{settings.MAX_TRAIN_REPERTOIRES + 1:,} repertoire files", "command line")
     assert opened == []  # refused from the zip's directory, before one member was read
 
 
@@ -167,7 +170,7 @@ def test_the_train_page_refuses_a_damaged_zip_and_keeps_the_session_folder_clean
     data[data.find(b"CASSLGQF\njunction_aa")] ^= 0x20
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
-    at.switch_page("pages/train.py").run()
+    at.switch_page("app_pages/train.py").run()
     at.segmented_control(key="train_source").set_value("upload").run()
     at.file_uploader(key="train_files").set_value(("d.zip", bytes(data), "application/zip")).run()
     assert not at.exception
