@@ -91,7 +91,11 @@ class Context:
         ``patient``: wait up to a day for the others (one rank may have been working alone)."""
         message = None
         if error is not None:
-            message = str(error) if isinstance(error, DeepRCError) or isinstance(error, str) else f"{type(error).__name__}: {error}"
+            message = (
+                str(error)
+                if isinstance(error, DeepRCError) or isinstance(error, str)
+                else f"{type(error).__name__}: {error}"
+            )
         group = self._patient if patient else None
         flag = torch.tensor([0 if message is None else 1])
         dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
@@ -148,7 +152,9 @@ class Context:
         dist.all_reduce(total)
         return float(total) / self.world_size
 
-    def gather_rows(self, rows: list[torch.Tensor], positions: np.ndarray, n: int, device: torch.device) -> torch.Tensor:
+    def gather_rows(
+        self, rows: list[torch.Tensor], positions: np.ndarray, n: int, device: torch.device
+    ) -> torch.Tensor:
         """Collective: rows ``(n_outputs,)`` that each rank computed for its ``positions`` -> all ``n`` rows, in
         order, on every rank."""
         local = (positions.tolist(), torch.stack(rows).cpu() if rows else None)
@@ -273,8 +279,9 @@ class _TrainingStep(torch.nn.Module):
 def data_parallel(forward: Callable[..., torch.Tensor], model: torch.nn.Module) -> DistributedDataParallel:
     """``forward(model, selection, n_bags)`` wrapped so that the gradients of ``model`` are averaged over the
     ranks in every backward pass. Rank 0's weights are copied to every rank here."""
-    # device_ids=None: a single-device module whose inputs are moved by ``forward`` itself (CPU or one GPU)
-    return DistributedDataParallel(_TrainingStep(forward, model), device_ids=None, broadcast_buffers=False)
+    # device_ids=None: a single-device module whose inputs are moved by ``forward`` itself (CPU or one GPU);
+    # buffers (the position table, the same on every rank) are synced once, not at every forward pass
+    return DistributedDataParallel(_TrainingStep(forward, model), device_ids=None, forward_sync_buffers=False)
 
 
 def together(context: Context | None, fn: Callable[..., T], *args: Any) -> T:
@@ -282,4 +289,14 @@ def together(context: Context | None, fn: Callable[..., T], *args: Any) -> T:
     return fn(*args) if context is None else context.together(fn, *args)
 
 
-__all__ = ["BatchSampler", "Context", "RankFailure", "current", "data_parallel", "init", "launched", "shutdown", "together"]
+__all__ = [
+    "BatchSampler",
+    "Context",
+    "RankFailure",
+    "current",
+    "data_parallel",
+    "init",
+    "launched",
+    "shutdown",
+    "together",
+]
