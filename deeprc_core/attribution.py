@@ -76,7 +76,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from captum.attr import IntegratedGradients
 
 from deeprc_core.errors import DeepRCError
 from deeprc_core.io import AMINO_ACIDS, N_AMINO_ACIDS, PAD, Repertoire
@@ -495,6 +494,8 @@ def attribute_sequences(
     else:
         forward = _bag_function(model, output_index, head, context.pooled.float().to(device))
         forward64 = _bag_function(model64, output_index, head, context.pooled.to(device))
+    from captum.attr import IntegratedGradients  # imported on use: captum costs ~1.7 s of start-up
+
     ig = IntegratedGradients(forward)
 
     def inputs(rows: np.ndarray) -> tuple[torch.Tensor, ...]:

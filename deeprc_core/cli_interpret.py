@@ -18,7 +18,6 @@ from deeprc_core.checkpoint import load_model
 from deeprc_core.errors import DeepRCError
 from deeprc_core.io import Repertoire, check_path, find_repertoire_files, read_repertoire
 from deeprc_core.model import DeepRC
-from deeprc_core.motifs import kernel_motifs
 
 
 def _device(args: argparse.Namespace) -> str:
@@ -93,6 +92,8 @@ def run_motifs(args: argparse.Namespace) -> int:
     if model.config.embedding != "cnn":
         raise DeepRCError("Kernel motifs exist only for CNN models; this model embeds sequences with an LSTM.")
     repertoires = _repertoires(args.data, model, args.quiet)
+    from deeprc_core.motifs import kernel_motifs
+
     motifs = kernel_motifs(model, repertoires, top_n=args.top_n, target=args.target, motifs=args.motif or ())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -27,11 +27,9 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-import logomaker
 import numpy as np
 import pandas as pd
 import torch
-from captum.attr import IntegratedGradients
 
 from deeprc_core.attribution import SequenceAttributions, resolve_output
 from deeprc_core.errors import DeepRCError
@@ -227,6 +225,8 @@ def enrichment_logo(
     DataFrame
         ``(k, 20)`` logomaker matrix, rows 0..k-1.
     """
+    import logomaker  # imported on use (start-up cost)
+
     if kind not in ENRICHMENT_KINDS:
         raise DeepRCError(f"Unknown logo kind '{kind}'; use one of {', '.join(ENRICHMENT_KINDS)}.")
     if result.repertoire != repertoire.name or (len(result) and result.indices.max() >= len(repertoire)):
@@ -422,6 +422,8 @@ def kernel_attention_shares(
     repertoires = [r for r in repertoires if len(r)]
     if not repertoires or len(model.convs) > 1:
         return np.full(n_kernels, np.nan)
+    from captum.attr import IntegratedGradients  # imported on use (start-up cost)
+
     ig = IntegratedGradients(lambda z: model.attention_logits(z)[:, head])
     attributed = np.zeros(n_kernels)
     rise = 0.0
@@ -608,6 +610,8 @@ def kernel_motifs(
         :func:`kernel_attention_shares`); with ``motifs``, ``best_motif`` and ``motif_correlation`` (the known
         motif the kernel matches best, and how well). Sorted by ``importance``, highest first.
     """
+    import logomaker  # imported on use (start-up cost)
+
     _check_cnn(model)
     if top_n < 1:
         raise DeepRCError("Use at least one sequence per kernel for its activation logo (top_n >= 1).")

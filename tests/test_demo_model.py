@@ -30,6 +30,9 @@ def test_card_meets_the_quality_bar(model) -> None:
     assert held_out["auc"] >= 0.95
     assert held_out["witness_recall_top1pct"] >= 0.8
     assert held_out["motif_mass"] > 3 * held_out["motif_mass_chance"]
+    # issue 10: every witness's attribution, not only the top sequence's, falls on its motif
+    assert held_out["witness_motif_mass"] >= 0.7 > 2 * held_out["witness_motif_mass_chance"]
+    assert held_out["witness_motif_mass_by_target"]["attention"] == held_out["witness_motif_mass"]
     assert (DEMO / "MODEL_CARD.md").read_text().count("|") > 10
     assert (DEMO / "card" / "kernels.png").stat().st_size > 10_000
 
