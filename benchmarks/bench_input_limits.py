@@ -124,7 +124,14 @@ def main() -> None:
     for case, what, path in cases:
         inflated = {"2GB": 2048, "200MB": 200, "rows": 2048, "wide": 2048}[path.stem.split("_")[1].split(".")[0]]
         if case == "cli-2GB":
-            command = [sys.executable, "-c", _CLI, str(ROOT / "models" / "demo"), str(path), str(Path(args.work) / "p.tsv")]
+            command = [
+                sys.executable,
+                "-c",
+                _CLI,
+                str(ROOT / "models" / "demo"),
+                str(path),
+                str(Path(args.work) / "p.tsv"),
+            ]
         else:
             command = [sys.executable, "-c", _CHILD, case, str(path)]
         result = json.loads(subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout)

@@ -44,7 +44,9 @@ def main() -> None:
         predict_s, heavy = _best([sys.executable, "-c", code], args.repeats)
     print(f'python -c "import torch":              {torch_s:5.2f} s')
     print(f"predict on one 3,000-sequence file:     {predict_s:5.2f} s  ({predict_s / torch_s:.2f}x; target <= 1.5x)")
-    print(f"heavy libraries imported by predict:    {heavy or 'none of captum, sklearn, matplotlib, plotly, streamlit, olga'}")
+    print(
+        f"heavy libraries imported by predict:    {heavy or 'none of captum, sklearn, matplotlib, plotly, streamlit, olga'}"
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ from deeprc_core.errors import DeepRCError
 
 
 def _add_device(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to compute (auto: GPU when present)")
+    parser.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to compute (auto: GPU when present)"
+    )
 
 
 def _check_train_outputs(args: argparse.Namespace) -> None:
@@ -65,7 +67,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         _check_train_outputs(args)
     else:
         if args.cv:
-            raise DeepRCError("--cv runs in one process (each fold is a training run of its own); start it without torchrun.")
+            raise DeepRCError(
+                "--cv runs in one process (each fold is a training run of its own); start it without torchrun."
+            )
         ctx.together(_check_train_outputs, args, main_only=True)
     training = TrainingConfig(
         target=args.target,
@@ -91,9 +95,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
     )
     model_config = DeepRCConfig(
-        kernel_size=args.kernel_size, n_kernels=args.n_kernels, n_layers=args.n_layers, n_heads=args.n_heads,
-        embedding=args.embedding, use_counts=args.use_counts, max_length=args.max_length,
+        kernel_size=args.kernel_size,
+        n_kernels=args.n_kernels,
+        n_layers=args.n_layers,
+        n_heads=args.n_heads,
+        embedding=args.embedding,
+        use_counts=args.use_counts,
+        max_length=args.max_length,
     )
+
     def _open():
         with tqdm(total=1, desc="reading repertoires", unit="file", file=sys.stderr, disable=not main_rank) as bar:
 
@@ -112,14 +122,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.cv:
         _check_folds(dataset, spec, args.target, args.cv)
         table = cross_validate(
-            dataset, training, model_config, k=args.cv, on_fold=lambda f, row: tqdm.write(f"fold {f}: {row}", file=sys.stderr)
+            dataset,
+            training,
+            model_config,
+            k=args.cv,
+            on_fold=lambda f, row: tqdm.write(f"fold {f}: {row}", file=sys.stderr),
         )
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         table.to_csv(out / "cross_validation.tsv", sep="\t", index=False)
         print(table.to_string(index=False))
         return 0
-    with tqdm(total=training.max_updates, desc="training", unit="update", file=sys.stderr, disable=not main_rank) as bar:
+    with tqdm(
+        total=training.max_updates, desc="training", unit="update", file=sys.stderr, disable=not main_rank
+    ) as bar:
 
         def _on_update(p) -> None:
             bar.update(p.update - bar.n)
@@ -130,7 +146,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result.model.info["command"] = " ".join([_launcher(ctx), *args.argv])
 
     def _save() -> None:
-        save_model(result.model, args.out, optimizer=result.optimizer, training_state=result.state, overwrite=args.overwrite)
+        save_model(
+            result.model, args.out, optimizer=result.optimizer, training_state=result.state, overwrite=args.overwrite
+        )
 
     if ctx is None:
         _save()
@@ -139,7 +157,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not main_rank:
         return 0
     metrics = ", ".join(f"{k}={v:.3f}" for k, v in result.metrics.items() if isinstance(v, float))
-    print(f"Saved model to {args.out} ({result.state['update']} updates, {result.state['stop_reason']}); validation: {metrics}")
+    print(
+        f"Saved model to {args.out} ({result.state['update']} updates, {result.state['stop_reason']}); validation: {metrics}"
+    )
     reference = result.model.info.get("reference")
     if reference:
         print(
@@ -215,7 +235,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         files = [args.files[k] for k in mine]
         table = distributed.together(ctx, lambda: predict_files(model, files, chain=args.chain, on_file=_on_file))
     if ctx is not None:  # rank 0 gathers every rank's rows and puts them back in the order of the files
-        rows = ctx.gather_to_main([(k, row, reports[n]) for n, (k, row) in enumerate(zip(mine, table.to_dict("records")))])
+        rows = ctx.gather_to_main(
+            [(k, row, reports[n]) for n, (k, row) in enumerate(zip(mine, table.to_dict("records")))]
+        )
         if not ctx.is_main:
             ctx.check(None, patient=True)  # rank 0's write
             return 0
@@ -252,14 +274,29 @@ def _cmd_attention(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="python -m deeprc_core", description="DeepRC immune-repertoire classification.")
+    parser = argparse.ArgumentParser(
+        prog="python -m deeprc_core", description="DeepRC immune-repertoire classification."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a model on a dataset folder", description="Train DeepRC on DATASET_DIR (metadata.tsv + repertoire files, directly or under repertoires/).")
-    p.add_argument("dataset", metavar="DATASET_DIR", help="folder with metadata.tsv (first column: repertoire file name or ID) and the repertoire files")
+    p = sub.add_parser(
+        "train",
+        help="train a model on a dataset folder",
+        description="Train DeepRC on DATASET_DIR (metadata.tsv + repertoire files, directly or under repertoires/).",
+    )
+    p.add_argument(
+        "dataset",
+        metavar="DATASET_DIR",
+        help="folder with metadata.tsv (first column: repertoire file name or ID) and the repertoire files",
+    )
     p.add_argument("--target", required=True, metavar="COLUMN", help="metadata column to predict")
     p.add_argument("--positive", metavar="VALUE", help="value of the positive class (binary target)")
-    p.add_argument("--task", default="auto", choices=["auto", "binary", "multiclass", "regression"], help="kind of target (auto: inferred from the column)")
+    p.add_argument(
+        "--task",
+        default="auto",
+        choices=["auto", "binary", "multiclass", "regression"],
+        help="kind of target (auto: inferred from the column)",
+    )
     p.add_argument("--out", required=True, metavar="MODEL_DIR", help="directory to write the model to (new or empty)")
     p.add_argument(
         "--overwrite", action="store_true", help="replace a model already in --out (its MODEL_CARD.md and card/ go too)"
@@ -269,14 +306,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-updates", type=int, default=t.max_updates, help="maximum parameter updates")
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget in minutes (default: none)")
     p.add_argument("--batch-size", type=int, default=t.batch_size, help="repertoires per update")
-    p.add_argument("--n-sequences", type=int, default=t.n_sequences, help="sequences ranked per repertoire per update (default: all)")
-    p.add_argument("--n-kept", type=int, default=t.n_kept, help="sequences per repertoire kept by attention for the gradient pass")
-    p.add_argument("--top-fraction", type=float, default=t.top_fraction, help="instead of --n-kept: share of the ranked sequences kept (the paper: 0.1)")
-    p.add_argument("--paper-softmax", action="store_true", help="softmax over the kept sequences only (default: the whole repertoire, the rest as constants)")
+    p.add_argument(
+        "--n-sequences",
+        type=int,
+        default=t.n_sequences,
+        help="sequences ranked per repertoire per update (default: all)",
+    )
+    p.add_argument(
+        "--n-kept", type=int, default=t.n_kept, help="sequences per repertoire kept by attention for the gradient pass"
+    )
+    p.add_argument(
+        "--top-fraction",
+        type=float,
+        default=t.top_fraction,
+        help="instead of --n-kept: share of the ranked sequences kept (the paper: 0.1)",
+    )
+    p.add_argument(
+        "--paper-softmax",
+        action="store_true",
+        help="softmax over the kept sequences only (default: the whole repertoire, the rest as constants)",
+    )
     p.add_argument("--learning-rate", type=float, default=t.learning_rate, help="AdamW learning rate of o()")
-    p.add_argument("--fine-tune-factor", type=float, default=t.fine_tune_factor, help="learning rate of h() and f() relative to o()")
+    p.add_argument(
+        "--fine-tune-factor",
+        type=float,
+        default=t.fine_tune_factor,
+        help="learning rate of h() and f() relative to o()",
+    )
     p.add_argument("--warmup-updates", type=int, default=t.warmup_updates, help="updates that train o() only")
-    p.add_argument("--no-seed-kernels", action="store_true", help="random start instead of kernels seeded on enriched k-mers")
+    p.add_argument(
+        "--no-seed-kernels", action="store_true", help="random start instead of kernels seeded on enriched k-mers"
+    )
     p.add_argument("--eval-every", type=int, default=t.eval_every, help="updates between validation evaluations")
     p.add_argument("--patience", type=int, default=t.patience, help="evaluations without improvement before stopping")
     p.add_argument("--min-updates", type=int, default=t.min_updates, help="no early stopping before this many updates")
@@ -284,34 +344,56 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=1, help="CPU threads for torch (default 1: two threads are 1.5x faster on an "
         "idle 2-core machine but 4x slower beside one other busy process)"
     )  # fmt: skip
-    p.add_argument("--no-reference", action="store_true", help="skip the k-mer and V/J logistic-regression references on the validation split")
+    p.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="skip the k-mer and V/J logistic-regression references on the validation split",
+    )
     p.add_argument("--kernel-size", type=int, default=9, help="CNN kernel width (odd)")
     p.add_argument("--n-kernels", type=int, default=32, help="CNN kernels")
     p.add_argument("--n-layers", type=int, default=1, help="CNN layers")
     p.add_argument("--n-heads", type=int, default=1, help="attention heads")
     p.add_argument("--embedding", default="cnn", choices=["cnn", "lstm"], help="sequence embedding network")
     genes = p.add_mutually_exclusive_group()
-    genes.add_argument("--use-genes", action="store_true", help="learn V/J gene embeddings (default: when the data has gene calls)")
+    genes.add_argument(
+        "--use-genes", action="store_true", help="learn V/J gene embeddings (default: when the data has gene calls)"
+    )
     genes.add_argument("--no-genes", action="store_true", help="ignore V/J genes")
     p.add_argument("--use-counts", action="store_true", help="join log(1 + count) to each sequence")
     p.add_argument("--max-length", type=int, default=40, help="drop junctions longer than this")
-    p.add_argument("--cv", type=int, default=0, metavar="K", help="run K-fold cross-validation instead (writes OUT/cross_validation.tsv)")
+    p.add_argument(
+        "--cv",
+        type=int,
+        default=0,
+        metavar="K",
+        help="run K-fold cross-validation instead (writes OUT/cross_validation.tsv)",
+    )
     p.add_argument("--resume", metavar="MODEL_DIR", help="continue training from a saved model")
     _add_device(p)
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("predict", help="predict repertoire labels", description="Predict each repertoire FILE with a model.")
+    p = sub.add_parser(
+        "predict", help="predict repertoire labels", description="Predict each repertoire FILE with a model."
+    )
     p.add_argument("--model", required=True, metavar="MODEL_DIR", help="model directory")
-    p.add_argument("files", nargs="+", metavar="FILE", help="repertoire files (AIRR, immunoSEQ, 10x, VDJdb, list; gzip ok)")
+    p.add_argument(
+        "files", nargs="+", metavar="FILE", help="repertoire files (AIRR, immunoSEQ, 10x, VDJdb, list; gzip ok)"
+    )
     p.add_argument("--out", required=True, help="TSV to write: repertoire, n_sequences, probability, prediction")
     p.add_argument("--chain", help="10x files: chain to keep (default TRB, else IGH)")
     _add_device(p)
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("attention", help="attention over every sequence of a repertoire", description="Write the attention of every kept sequence of FILE.")
+    p = sub.add_parser(
+        "attention",
+        help="attention over every sequence of a repertoire",
+        description="Write the attention of every kept sequence of FILE.",
+    )
     p.add_argument("--model", required=True, metavar="MODEL_DIR", help="model directory")
     p.add_argument("file", metavar="FILE", help="repertoire file")
-    p.add_argument("--out", required=True, help="TSV to write: sequence, count, v_call, j_call, attention, attention_logit, rank")
+    p.add_argument(
+        "--out", required=True, help="TSV to write: sequence, count, v_call, j_call, attention, attention_logit, rank"
+    )
     p.add_argument("--chain", help="10x files: chain to keep (default TRB, else IGH)")
     _add_device(p)
     p.set_defaults(func=_cmd_attention)

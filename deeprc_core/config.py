@@ -21,7 +21,9 @@ class TrainingConfig:
     max_updates: int = 3000  # upper bound on parameter updates
     max_minutes: float | None = 5.0  # wall-clock budget; None = no limit
     batch_size: int = 4  # repertoires per update
-    n_sequences: int | None = None  # sequences ranked per repertoire per update (None = all; else drawn without replacement)
+    n_sequences: int | None = (
+        None  # sequences ranked per repertoire per update (None = all; else drawn without replacement)
+    )
     n_kept: int = 128  # sequences per repertoire kept by attention (highest first) for the gradient pass
     top_fraction: float | None = None  # instead of n_kept: share of the ranked sequences kept (the paper: 0.1)
     full_softmax: bool = True  # non-kept sequences stay in the softmax and the pooled sum as constants, so the
@@ -30,7 +32,9 @@ class TrainingConfig:
     # too (linear probe, then fine-tune: keeps the seeded detectors from being distorted by a random head)
     fine_tune_factor: float = 0.03  # learning rate of h() and f() relative to o() after the warm-up (slow: the
     # seeded detectors are refined, not replaced)
-    seed_kernels: bool = True  # data-driven start: kernels and attention seeded on k-mers enriched in the training labels
+    seed_kernels: bool = (
+        True  # data-driven start: kernels and attention seeded on k-mers enriched in the training labels
+    )
     learning_rate: float = 1e-3  # Adam step size
     weight_decay: float = 1e-4  # Adam L2 penalty
     eval_every: int = 25  # updates between validation evaluations
@@ -78,7 +82,12 @@ def _check_training_config(cfg: TrainingConfig) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise DeepRCError(f"{_flag(name)} must be a whole number of at least {low}, not {value!r}.")
-    for name, positive in (("learning_rate", True), ("weight_decay", False), ("max_minutes", True), ("fine_tune_factor", False)):
+    for name, positive in (
+        ("learning_rate", True),
+        ("weight_decay", False),
+        ("max_minutes", True),
+        ("fine_tune_factor", False),
+    ):
         value = getattr(cfg, name)
         if name == "max_minutes" and value is None:
             continue

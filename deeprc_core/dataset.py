@@ -81,7 +81,9 @@ class RepertoireDataset:
         self.res_offsets = f["res_offsets"][()]
         if in_memory is None:
             in_memory = f["residues"].shape[0] <= IN_MEMORY_BYTES
-        self._arrays = {k: f[k][()] for k in ("residues", "lengths", "counts", "v_index", "j_index")} if in_memory else None
+        self._arrays = (
+            {k: f[k][()] for k in ("residues", "lengths", "counts", "v_index", "j_index")} if in_memory else None
+        )
 
     def __len__(self) -> int:
         return len(self.rep_offsets) - 1
@@ -223,7 +225,13 @@ def build_cache(
     reports = []
     with _removed_on_failure(tmp), h5py.File(tmp, "w") as f:
         grow = {}
-        for key, dtype in (("residues", np.uint8), ("lengths", np.uint8), ("counts", np.float32), ("v_index", np.int32), ("j_index", np.int32)):
+        for key, dtype in (
+            ("residues", np.uint8),
+            ("lengths", np.uint8),
+            ("counts", np.float32),
+            ("v_index", np.int32),
+            ("j_index", np.int32),
+        ):
             grow[key] = f.create_dataset(key, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1 << 16,))
         rep_offsets, res_offsets = [0], [0]
         for n, file in enumerate(used):

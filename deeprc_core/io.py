@@ -282,11 +282,15 @@ def check_path(path: str | os.PathLike, what: str, want: str = "file") -> Path:
         info = os.stat(path)
     except FileNotFoundError:
         if os.path.islink(path):
-            raise DeepRCError(f"{what} {path} is a symbolic link to {os.readlink(path)}, which does not exist.") from None
+            raise DeepRCError(
+                f"{what} {path} is a symbolic link to {os.readlink(path)}, which does not exist."
+            ) from None
         raise DeepRCError(f"{what} {path} does not exist.") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise DeepRCError(f"{what} {path} is a symbolic link that loops back on itself; it leads to no file.") from None
+            raise DeepRCError(
+                f"{what} {path} is a symbolic link that loops back on itself; it leads to no file."
+            ) from None
         if exc.errno in (errno.EACCES, errno.EPERM):
             raise DeepRCError(f"{what} {path} cannot be read: permission denied.") from None
         raise DeepRCError(f"{what} {path} cannot be opened ({exc.strerror or exc}).") from None
@@ -493,7 +497,9 @@ def _line_blocks(stream: BinaryIO, name: str) -> Iterator[bytes]:
         cut = data.rfind(b"\n") + 1
         pending = data[cut:]
         if len(pending) > _MAX_LINE_BYTES:
-            raise DeepRCError(f"{name} has a line longer than {_MAX_LINE_BYTES >> 20} MB; it is not a repertoire table.")
+            raise DeepRCError(
+                f"{name} has a line longer than {_MAX_LINE_BYTES >> 20} MB; it is not a repertoire table."
+            )
         if cut:
             yield data[:cut]
     if pending:
@@ -541,7 +547,13 @@ def _prefetched(blocks: Iterator[bytes]) -> Iterator[bytes]:
 
 
 def _read_table(
-    source: _Source, sep: str, names: list[str], wanted: dict[str, str], has_header: bool, max_length: int, max_rows: int
+    source: _Source,
+    sep: str,
+    names: list[str],
+    wanted: dict[str, str],
+    has_header: bool,
+    max_length: int,
+    max_rows: int,
 ) -> pa.Table:
     """Stream the wanted columns block by block, stopping as soon as the file outgrows ``max_rows`` rows or its
     byte limit. Each block is parsed in memory by pyarrow's multithreaded reader and made compact at once (see
@@ -559,7 +571,9 @@ def _read_table(
                 read = pacsv.ReadOptions(column_names=names, skip_rows=skip, block_size=1 << 23, use_threads=False)
                 skip = 0
                 try:
-                    table = pacsv.read_csv(pa.py_buffer(block), read_options=read, parse_options=parse, convert_options=convert)
+                    table = pacsv.read_csv(
+                        pa.py_buffer(block), read_options=read, parse_options=parse, convert_options=convert
+                    )
                 except pa.ArrowInvalid as exc:
                     if "Empty CSV file" in str(exc) or "Could not skip initial" in str(exc):
                         continue  # only the header in this block
@@ -580,7 +594,9 @@ def _read_table(
         raise DeepRCError(f"{source.name} could not be read ({exc}).") from exc
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         msg = re.sub(r"Row #\d+: ", "", str(exc).split("\n")[0])
-        raise DeepRCError(f"Could not parse {source.name}: {msg}. Check that it is a tab- or comma-separated table.") from exc
+        raise DeepRCError(
+            f"Could not parse {source.name}: {msg}. Check that it is a tab- or comma-separated table."
+        ) from exc
     roles = [wanted[c] for c in wanted]
     if not batches:
         return pa.table({role: pa.array([], pa.float64() if role == "count" else pa.binary()) for role in roles})
@@ -889,7 +905,13 @@ def read_repertoire(
     if merged is not None:
         first, out_counts = merged
         report.n_duplicates_merged = len(rows) - len(first)
-        rows, v_code, j_code, codes, row_lengths = rows[first], v_code[first], j_code[first], codes[first], row_lengths[first]
+        rows, v_code, j_code, codes, row_lengths = (
+            rows[first],
+            v_code[first],
+            j_code[first],
+            codes[first],
+            row_lengths[first],
+        )
     kept_seqs = seq_col.take(pa.array(rows)).cast(pa.string())
     if report.n_lowercase:
         kept_seqs = pc.utf8_upper(kept_seqs)
@@ -908,8 +930,9 @@ def read_repertoire(
     )
 
 
-
-def encode_sequences(sequences: list[str] | np.ndarray, max_length: int = DEFAULT_MAX_LENGTH) -> tuple[np.ndarray, np.ndarray]:
+def encode_sequences(
+    sequences: list[str] | np.ndarray, max_length: int = DEFAULT_MAX_LENGTH
+) -> tuple[np.ndarray, np.ndarray]:
     """Encode clean junction strings into ``(codes, lengths)``; raises on invalid letters or lengths.
 
     Returns

@@ -94,7 +94,9 @@ class DeepRCConfig:
     v_genes: list[str] = field(default_factory=list)  # V-gene vocabulary; empty = V genes not used
     j_genes: list[str] = field(default_factory=list)  # J-gene vocabulary; empty = J genes not used
     gene_embedding_dim: int = 4  # size of the learned V/J gene embeddings
-    targets: list[dict] = field(default_factory=lambda: [asdict(TargetSpec("label", "binary", ["0", "1"]))])  # what to predict
+    targets: list[dict] = field(
+        default_factory=lambda: [asdict(TargetSpec("label", "binary", ["0", "1"]))]
+    )  # what to predict
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -383,7 +385,9 @@ class DeepRC(nn.Module):
         blocks.append(pos_term.transpose(1, 2).reshape((m + 1) * m, -1))  # row = length * m + position
         return torch.cat(blocks), groups, offset
 
-    def embed(self, codes: torch.Tensor | np.ndarray, lengths: torch.Tensor | np.ndarray, chunk_positions: int = 1 << 17) -> torch.Tensor:
+    def embed(
+        self, codes: torch.Tensor | np.ndarray, lengths: torch.Tensor | np.ndarray, chunk_positions: int = 1 << 17
+    ) -> torch.Tensor:
         """Fast embedding of encoded sequences ``(N, W)`` -> ``(N, E)`` (no gradient to the input).
 
         Groups sequences by length and uses fused lookup tables for the first CNN layer; falls back to the

@@ -33,9 +33,7 @@ from deeprc_core.motifs import KernelMotifs
 
 EXPORT_FORMATS = ("png", "svg", "pdf")
 LOGO_COLORS = "chemistry"  # logomaker's amino-acid colour scheme by side-chain chemistry
-_LETTER_COLOURS = {
-    a: tuple(c) for a, c in logomaker.src.colors.get_color_dict(LOGO_COLORS, AMINO_ACIDS).items()
-}
+_LETTER_COLOURS = {a: tuple(c) for a, c in logomaker.src.colors.get_color_dict(LOGO_COLORS, AMINO_ACIDS).items()}
 _WITNESS, _OTHER = "#d62728", "#1f77b4"
 
 
@@ -306,7 +304,11 @@ def _draw_logo(ax, matrix: pd.DataFrame, title: str | None) -> None:
             else:
                 box = Affine2D().scale(0.9, v).translate(position - 0.45, down)  # negative height: flipped
                 down += v
-            patches.append(PathPatch(_glyph(AMINO_ACIDS[i]).transformed(box), facecolor=_LETTER_COLOURS[AMINO_ACIDS[i]], linewidth=0))
+            patches.append(
+                PathPatch(
+                    _glyph(AMINO_ACIDS[i]).transformed(box), facecolor=_LETTER_COLOURS[AMINO_ACIDS[i]], linewidth=0
+                )
+            )
     ax.add_collection(PatchCollection(patches, match_original=True))
     ax.set_xlim(values.index.min() - 0.5, values.index.max() + 0.5)
     low, high = float(negative.min(initial=0.0)), float(positive.max(initial=0.0))

@@ -221,6 +221,9 @@ def gene_usage(table: pd.DataFrame, column: str, top: int, n_genes: int = 12) ->
     """
     calls = table[column].replace("", "unknown")
     usage = pd.DataFrame(
-        {f"top {top}": calls.head(top).value_counts(normalize=True), "whole repertoire": calls.value_counts(normalize=True)}
+        {
+            f"top {top}": calls.head(top).value_counts(normalize=True),
+            "whole repertoire": calls.value_counts(normalize=True),
+        }
     ).fillna(0.0)
     return usage.sort_values(f"top {top}", ascending=False).head(n_genes)

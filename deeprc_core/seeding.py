@@ -169,6 +169,7 @@ def enriched_patterns(
     seed
         Seed of the label shuffles that set the enrichment threshold.
     """
+
     def rates(i: int) -> np.ndarray:
         codes, lengths = repertoires(i)
         return count_patterns(codes, lengths, shapes) * (1000.0 / max(len(codes), 1))  # per 1,000 sequences
@@ -226,7 +227,9 @@ def enriched_genes(
     def usage(i: int) -> np.ndarray:
         v, j = genes(i)
         n = max(len(v) if v is not None else len(j), 1)
-        parts = [np.bincount(x, minlength=size) if x is not None else np.zeros(size) for x, size in ((v, n_v), (j, n_j))]
+        parts = [
+            np.bincount(x, minlength=size) if x is not None else np.zeros(size) for x, size in ((v, n_v), (j, n_j))
+        ]
         return np.concatenate(parts) * (1000.0 / n)
 
     v0, j0 = genes(0)
@@ -321,7 +324,10 @@ def seed_model(
         _seed_attention_unit(model, k, k, attention_gain(p.share, kernel_unit_difference(len(p.shape))))
         seeded.append(k)
     unit, feature = len(seeded), model.config.embedding_size
-    for embedding, enriched, share in ((model.v_embedding, v_genes, gene_shares[0]), (model.j_embedding, j_genes, gene_shares[1])):
+    for embedding, enriched, share in (
+        (model.v_embedding, v_genes, gene_shares[0]),
+        (model.j_embedding, j_genes, gene_shares[1]),
+    ):
         if embedding is None:
             continue
         if enriched and unit < n_units:

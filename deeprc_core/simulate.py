@@ -76,7 +76,14 @@ MAX_SEQUENCES = 100_000_000  # sequences one simulation may write, all repertoir
 MAX_REPERTOIRES = 100_000  # repertoire files one simulation may write
 MAX_POOL_SIZE = 50_000_000  # distinct background junctions OLGA may be asked for
 _POOL_PER_SECOND, _ROWS_PER_SECOND = 10_000, 40_000  # measured on one laptop core (for the time estimate)
-_DATASET_FILES = ("metadata.tsv", "truth.tsv", "simulation.json", "repertoires", ".deeprc_cache.h5", ".deeprc_cache.h5.tmp")
+_DATASET_FILES = (
+    "metadata.tsv",
+    "truth.tsv",
+    "simulation.json",
+    "repertoires",
+    ".deeprc_cache.h5",
+    ".deeprc_cache.h5.tmp",
+)
 _OLGA_LOCK = threading.Lock()  # OLGA draws from numpy's global random state; one generator at a time
 
 Progress = Callable[[int, int], None]

@@ -129,7 +129,22 @@ def infer_target(metadata: pd.DataFrame, column: str, positive: str | None = Non
     raise DeepRCError(f"Unknown task '{task}'; use auto, binary, multiclass or regression.")
 
 
-_MISSING_LABELS = {"nan", "NaN", "NAN", "NA", "N/A", "n/a", "na", "<NA>", "null", "NULL", "None", "#N/A", "-nan", "-NaN"}
+_MISSING_LABELS = {
+    "nan",
+    "NaN",
+    "NAN",
+    "NA",
+    "N/A",
+    "n/a",
+    "na",
+    "<NA>",
+    "null",
+    "NULL",
+    "None",
+    "#N/A",
+    "-nan",
+    "-NaN",
+}
 
 
 def _encode_targets(metadata: pd.DataFrame, spec: TargetSpec) -> np.ndarray:
@@ -141,7 +156,9 @@ def _encode_targets(metadata: pd.DataFrame, spec: TargetSpec) -> np.ndarray:
     return ((pd.to_numeric(values) - spec.mean) / spec.std).to_numpy(dtype=np.float32)
 
 
-def _loss(outputs: torch.Tensor, targets: list[torch.Tensor], specs: list[TargetSpec], pos_weights: list[float]) -> torch.Tensor:
+def _loss(
+    outputs: torch.Tensor, targets: list[torch.Tensor], specs: list[TargetSpec], pos_weights: list[float]
+) -> torch.Tensor:
     total, start = outputs.new_zeros(()), 0
     for spec, y, w in zip(specs, targets, pos_weights):
         block = outputs[:, start : start + spec.n_outputs].float()
@@ -170,7 +187,9 @@ def metrics_for(spec: TargetSpec, y_true: np.ndarray, prediction: np.ndarray) ->
     elif spec.kind == "multiclass":
         label = prediction.argmax(axis=1)
         try:
-            out["auc"] = float(roc_auc_score(y_true, prediction, multi_class="ovr", labels=list(range(len(spec.classes)))))
+            out["auc"] = float(
+                roc_auc_score(y_true, prediction, multi_class="ovr", labels=list(range(len(spec.classes))))
+            )
         except ValueError:
             out["auc"] = float("nan")
         out["balanced_accuracy"] = float(balanced_accuracy_score(y_true, label))
@@ -289,7 +308,11 @@ class _Trainer:
     def __init__(self, dataset: RepertoireDataset, training: TrainingConfig, model_config: DeepRCConfig | None) -> None:
         self.dataset, self.cfg = dataset, training
         self.device = resolve_device(training.device)
-        if training.batch_size < 1 or training.n_kept < 1 or (training.n_sequences is not None and training.n_sequences < 1):
+        if (
+            training.batch_size < 1
+            or training.n_kept < 1
+            or (training.n_sequences is not None and training.n_sequences < 1)
+        ):
             raise DeepRCError("batch_size, n_kept and n_sequences must be at least 1.")
         if training.top_fraction is not None and not 0 < training.top_fraction <= 1:
             raise DeepRCError("top_fraction must be in (0, 1].")
@@ -302,7 +325,8 @@ class _Trainer:
         self.targets = [_encode_targets(dataset.metadata, s) for s in self.specs]
         y = self.targets[0]
         self.pos_weights = [
-            float((1 - t).sum() / max(t.sum(), 1)) if s.kind == "binary" else 1.0 for s, t in zip(self.specs, self.targets)
+            float((1 - t).sum() / max(t.sum(), 1)) if s.kind == "binary" else 1.0
+            for s, t in zip(self.specs, self.targets)
         ]
         self.stratify = y if self.specs[0].kind != "regression" else None
         self.seeded_patterns: list[dict] = []
@@ -374,6 +398,7 @@ class _Trainer:
         v_genes, j_genes = enriched_genes(
             genes, len(self.config.v_genes) + 1, len(self.config.j_genes) + 1, len(train_idx), labels, kind, seed
         )
+
         def share(which: int, chosen: dict[int, float]) -> float:  # weighted share of enriched-gene sequences
             if not chosen:
                 return 0.5
@@ -449,7 +474,9 @@ class _Trainer:
             offers.append(offered)
         # one fast embedding of the whole batch (one lookup table, large length groups), then split per repertoire
         width = max(sub.codes.shape[1] for sub in subs)
-        codes = np.concatenate([np.pad(sub.codes, ((0, 0), (0, width - sub.codes.shape[1])), constant_values=PAD) for sub in subs])
+        codes = np.concatenate(
+            [np.pad(sub.codes, ((0, 0), (0, width - sub.codes.shape[1])), constant_values=PAD) for sub in subs]
+        )
         cat = lambda xs: torch.cat(xs) if xs[0] is not None else None  # noqa: E731
         with autocast(self.device):
             emb = model.embed(codes, np.concatenate([sub.lengths for sub in subs])).float()
@@ -522,7 +549,11 @@ class _Trainer:
         rng = np.random.default_rng(self.cfg.seed + 1)
         rows = []
         cap = self.cfg.eval_max_sequences
-        mine = np.ones(len(indices), dtype=bool) if self.dist is None else np.isin(np.arange(len(indices)), self.dist.shard(len(indices)))
+        mine = (
+            np.ones(len(indices), dtype=bool)
+            if self.dist is None
+            else np.isin(np.arange(len(indices)), self.dist.shard(len(indices)))
+        )
         for k, i in enumerate(indices):
             if not mine[k]:  # another rank scores it; draw its sequences all the same, so every stream stays in step
                 n = self.dataset.n_sequences(int(i))
@@ -620,7 +651,9 @@ class _Trainer:
             loss = _loss(outputs, [t[batch].to(self.device) for t in targets_t], self.specs, self.pos_weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.param_groups[1]["lr"] = cfg.learning_rate * cfg.fine_tune_factor if update >= cfg.warmup_updates else 0.0
+            optimizer.param_groups[1]["lr"] = (
+                cfg.learning_rate * cfg.fine_tune_factor if update >= cfg.warmup_updates else 0.0
+            )
             optimizer.step()
             update += 1
             running.append(loss.item() if self.dist is None else self.dist.mean(loss.item()))
@@ -641,7 +674,12 @@ class _Trainer:
                 evaluation.update({f"val_{k}": v for k, v in self.evaluate(model, val_idx, encoded).items()})
                 history.append(evaluation)
                 if evaluation["val_loss"] < best_loss - 1e-6:
-                    best_loss, best_state, best_eval, stale = evaluation["val_loss"], copy.deepcopy(model.state_dict()), evaluation, 0
+                    best_loss, best_state, best_eval, stale = (
+                        evaluation["val_loss"],
+                        copy.deepcopy(model.state_dict()),
+                        evaluation,
+                        0,
+                    )
                 else:
                     stale += 1
                 progress.history, progress.best = history, best_eval
@@ -652,7 +690,10 @@ class _Trainer:
                     break
         if best_state is None or (history and history[-1]["update"] != update and reason != "early stopping"):
             # evaluate the last model too, so a run cut short by time or cancel keeps its best
-            evaluation = {"update": update, "train_loss": float(np.mean(running[-cfg.eval_every :])) if running else math.nan}
+            evaluation = {
+                "update": update,
+                "train_loss": float(np.mean(running[-cfg.eval_every :])) if running else math.nan,
+            }
             evaluation.update({f"val_{k}": v for k, v in self.evaluate(model, val_idx, encoded).items()})
             evaluation["elapsed_s"] = time.perf_counter() - start
             history.append(evaluation)
@@ -783,5 +824,7 @@ def cross_validate(
             on_fold(fold + 1, row)
     table = pd.DataFrame(rows)
     numeric = table.drop(columns="fold")
-    summary = pd.DataFrame([{"fold": "mean", **numeric.mean().to_dict()}, {"fold": "sd", **numeric.std(ddof=1).to_dict()}])
+    summary = pd.DataFrame(
+        [{"fold": "mean", **numeric.mean().to_dict()}, {"fold": "sd", **numeric.std(ddof=1).to_dict()}]
+    )
     return pd.concat([table.astype({"fold": object}), summary], ignore_index=True)

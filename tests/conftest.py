@@ -50,7 +50,15 @@ def write_dataset(
             n_wit = max(1, int(round(witness_rate * n_sequences)))
             for k in rng.choice(n_sequences, n_wit, replace=False):
                 seqs[k], start = implant(seqs[k], motif, rng)
-                truth.append({"repertoire": f"rep_{i:03d}.tsv", "sequence": seqs[k], "motif": motif, "motif_start": start, "motif_length": len(motif)})
+                truth.append(
+                    {
+                        "repertoire": f"rep_{i:03d}.tsv",
+                        "sequence": seqs[k],
+                        "motif": motif,
+                        "motif_start": start,
+                        "motif_length": len(motif),
+                    }
+                )
         frame = pd.DataFrame(
             {
                 "junction_aa": seqs,
@@ -72,7 +80,14 @@ def make_repertoire(name: str, sequences: list[str]) -> Repertoire:
     codes, lengths = encode_sequences(sequences)
     blank = np.array([""] * len(sequences), dtype=object)
     return Repertoire(
-        name, np.asarray(sequences, dtype=object), codes, lengths, np.ones(len(sequences)), blank, blank.copy(), ReadReport(name)
+        name,
+        np.asarray(sequences, dtype=object),
+        codes,
+        lengths,
+        np.ones(len(sequences)),
+        blank,
+        blank.copy(),
+        ReadReport(name),
     )
 
 

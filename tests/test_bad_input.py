@@ -113,7 +113,9 @@ def test_predict_writes_no_nul_and_does_not_score_nul_sequences(tmp_path, capsys
     assert main(["predict", "--model", str(DEMO), str(path), "--out", str(tmp_path / "p.tsv"), "--device", "cpu"]) == 0
     assert b"\x00" not in (tmp_path / "p.tsv").read_bytes()
     assert pd.read_csv(tmp_path / "p.tsv", sep="\t")["n_sequences"].tolist() == [1]
-    assert main(["attention", "--model", str(DEMO), str(path), "--out", str(tmp_path / "a.tsv"), "--device", "cpu"]) == 0
+    assert (
+        main(["attention", "--model", str(DEMO), str(path), "--out", str(tmp_path / "a.tsv"), "--device", "cpu"]) == 0
+    )
     assert b"\x00" not in (tmp_path / "a.tsv").read_bytes()
     assert "3 with characters outside the 20 amino acids" in capsys.readouterr().err
 
@@ -246,7 +248,9 @@ def test_train_on_a_single_class_with_positive_saves_nothing(small, tmp_path, ca
     meta = pd.read_csv(root / "metadata.tsv", sep="\t").assign(disease="positive")
     meta.to_csv(root / "metadata.tsv", sep="\t", index=False)
     out = tmp_path / "model"
-    _fails(capsys, ["train", root, "--target", "disease", "--positive", "positive", "--out", out, *FAST], "only one value")
+    _fails(
+        capsys, ["train", root, "--target", "disease", "--positive", "positive", "--out", out, *FAST], "only one value"
+    )
     assert not out.exists()
 
 
@@ -416,8 +420,14 @@ def test_simulate_errors_exit_1_and_huge_requests_are_refused(tmp_path, capsys):
 def test_attribute_and_motifs_refuse_counts_below_one(tmp_path, capsys):
     rep = _write(tmp_path / "r.tsv", "junction_aa\nCASSLGQF\nCASSPDRF\n")
     for flag in ("--batch-size", "--steps", "--top"):
-        _fails(capsys, ["attribute", rep, "--model", DEMO, "--out", tmp_path / "a.tsv", flag, "0"], f"{flag} must be at least 1")
-    _fails(capsys, ["motifs", "--model", DEMO, "--out", tmp_path / "m", "--kernels", "-1"], "--kernels must be at least 1")
+        _fails(
+            capsys,
+            ["attribute", rep, "--model", DEMO, "--out", tmp_path / "a.tsv", flag, "0"],
+            f"{flag} must be at least 1",
+        )
+    _fails(
+        capsys, ["motifs", "--model", DEMO, "--out", tmp_path / "m", "--kernels", "-1"], "--kernels must be at least 1"
+    )
     _fails(capsys, ["motifs", "--model", DEMO, "--out", tmp_path / "m", "--top-n", "0"], "--top-n must be at least 1")
     assert not (tmp_path / "m").exists()
 
@@ -446,7 +456,18 @@ def _resumable(small, tmp_path) -> Path:
 def test_a_corrupt_training_state_is_refused_on_resume(small, tmp_path, capsys, state):
     model = _resumable(small, tmp_path)
     (model / "training_state.json").write_text(state)
-    argv = ["train", small, "--target", "disease", "--positive", "positive", "--out", tmp_path / "next", "--resume", model]
+    argv = [
+        "train",
+        small,
+        "--target",
+        "disease",
+        "--positive",
+        "positive",
+        "--out",
+        tmp_path / "next",
+        "--resume",
+        model,
+    ]
     _fails(capsys, [*argv, *FAST], "training state of model resumable is corrupt")
     with pytest.raises(DeepRCError, match="corrupt"):
         load_training_state(model, torch.optim.Adam(load_model(model, "cpu").parameters()))

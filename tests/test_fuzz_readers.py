@@ -24,11 +24,15 @@ COLUMNS = [
     "frame_type", "sequenceStatus", "chain", "junction_aa", "x", "",
 ]  # fmt: skip
 CHARACTERS = st.sampled_from(
-    list(AMINO_ACIDS) + list("acdefgxyz*_0123456789 .,;-+eE") + ["\t", "\0", '"', "\r", "é", "Ω", "\ufeff", "🧬", "\x7f"]
+    list(AMINO_ACIDS)
+    + list("acdefgxyz*_0123456789 .,;-+eE")
+    + ["\t", "\0", '"', "\r", "é", "Ω", "\ufeff", "🧬", "\x7f"]
 )
 FIELD = st.one_of(
     st.text(CHARACTERS, max_size=24),
-    st.sampled_from(["CASSLGQAYEQYF", "casslgqf", "1e39", "1e400", "inf", "-1", "0", "NaN", "", "T", "F", "TRB", "TRA"]),
+    st.sampled_from(
+        ["CASSLGQAYEQYF", "casslgqf", "1e39", "1e400", "inf", "-1", "0", "NaN", "", "T", "F", "TRB", "TRA"]
+    ),
     st.integers(-10, 10**6).map(str),
 )
 ENCODINGS = st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "latin-1", "cp1252"])
@@ -86,7 +90,9 @@ def test_random_tables_never_escape_as_another_error(header, rows, sep, newline,
 
 @FUZZ
 @given(
-    header=st.lists(st.sampled_from(["ID", "repertoire", "file", "sample", "disease", "age", "", "x"]), min_size=1, max_size=4),
+    header=st.lists(
+        st.sampled_from(["ID", "repertoire", "file", "sample", "disease", "age", "", "x"]), min_size=1, max_size=4
+    ),
     rows=st.lists(st.lists(FIELD, min_size=0, max_size=5), max_size=8),
     sep=st.sampled_from(["\t", ","]),
     encoding=ENCODINGS,

@@ -25,7 +25,9 @@ ARCH = DeepRCConfig(n_kernels=8, kernel_size=5, attention_units=16)
 @pytest.fixture(scope="module")
 def rare(tmp_path_factory):
     """40 repertoires x 400 sequences, the motif in 1 % (4 witnesses) of each positive's sequences."""
-    ds = open_dataset(write_dataset(tmp_path_factory.mktemp("rare"), n_repertoires=40, n_sequences=400, witness_rate=0.01))
+    ds = open_dataset(
+        write_dataset(tmp_path_factory.mktemp("rare"), n_repertoires=40, n_sequences=400, witness_rate=0.01)
+    )
     yield ds
     ds.close()
 
@@ -57,7 +59,10 @@ def test_kmer_counts_match_a_direct_count():
 def test_enrichment_finds_the_planted_motif_and_nothing_under_shuffled_labels(rare):
     trainer, _, encoded, train_idx = _seeded(rare)
     found = [p["pattern"] for p in trainer.seeded_patterns]
-    assert found and found[0] in {MOTIF, MOTIF[:3], MOTIF[1:]} | {MOTIF[0] + "." + MOTIF[2:], MOTIF[:2] + "." + MOTIF[3]}
+    assert found and found[0] in {MOTIF, MOTIF[:3], MOTIF[1:]} | {
+        MOTIF[0] + "." + MOTIF[2:],
+        MOTIF[:2] + "." + MOTIF[3],
+    }
     labels = trainer.targets[0][train_idx]
     shuffled = np.random.default_rng(5).permutation(labels)
     while abs(np.corrcoef(shuffled, labels)[0, 1]) > 0.3:
@@ -77,7 +82,9 @@ def test_a_witness_survives_the_reduction_once_the_attention_prefers_it(rare):
     paper = replace(CONFIG, seed_kernels=False)
     trainer, model, encoded, train_idx = _seeded(rare, paper)
     selection = trainer.select(model, encoded, np.array(positives[:4]), np.random.default_rng(0))
-    kept = sum(len(set(_witness_rows(encoded, i)) & set(selection.kept[b].tolist())) for b, i in enumerate(positives[:4]))
+    kept = sum(
+        len(set(_witness_rows(encoded, i)) & set(selection.kept[b].tolist())) for b, i in enumerate(positives[:4])
+    )
     assert kept < 4
 
 
