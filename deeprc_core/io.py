@@ -52,6 +52,7 @@ from deeprc_core.errors import DeepRCError
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 N_AMINO_ACIDS = len(AMINO_ACIDS)
 PAD = N_AMINO_ACIDS  # code of "no residue" (padding beyond a sequence's end)
+GAP_CHARS = ".-"  # motif letters that keep the original residue ("any residue")
 DEFAULT_MAX_LENGTH = 40  # longest junction kept by default (TRB rarely exceeds 25, IGH 35)
 
 Source = str | os.PathLike | bytes | BinaryIO

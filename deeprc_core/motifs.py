@@ -33,7 +33,7 @@ import torch
 
 from deeprc_core.attribution import SequenceAttributions, resolve_output
 from deeprc_core.errors import DeepRCError
-from deeprc_core.io import AMINO_ACIDS, N_AMINO_ACIDS, PAD, Repertoire
+from deeprc_core.io import AMINO_ACIDS, GAP_CHARS, N_AMINO_ACIDS, PAD, Repertoire
 from deeprc_core.model import DeepRC
 from deeprc_core.scoring import repertoire_representation
 
@@ -46,7 +46,6 @@ NORMALISATION_HELP = {
 }
 ENRICHMENT_KINDS = ("probability", "information", "weight")
 GAP = "-"  # shown in a k-mer for a kernel position beyond the sequence's end
-GAP_CHARS = ".-"  # motif letters that keep the original residue ("any residue")
 
 
 def logo_frame(values: np.ndarray, start: int = 0) -> pd.DataFrame:

@@ -55,7 +55,7 @@ from deeprc_core.model import DeepRC
 from deeprc_core.motifs import GAP_CHARS, kernel_motif_match, motif_matrix
 from deeprc_core.scoring import repertoire_representation
 
-TRUTH_COLUMNS = ("repertoire", "sequence", "motif", "motif_start", "motif_length")
+REQUIRED_TRUTH_COLUMNS = ("repertoire", "sequence", "motif", "motif_start", "motif_length")  # of simulate.TRUTH_COLUMNS
 
 
 def _sequences(source: Repertoire | Sequence[str] | np.ndarray) -> np.ndarray:
@@ -272,7 +272,7 @@ def regex_truth(repertoires: Sequence[Repertoire], regex: str) -> pd.DataFrame:
                 continue
             matches = [m for m in pattern.finditer(seq) if m.end() > m.start()] or [found]
             rows += [(rep.name, seq, m.group(0), m.start(), m.end() - m.start()) for m in matches]
-    return pd.DataFrame(rows, columns=list(TRUTH_COLUMNS))
+    return pd.DataFrame(rows, columns=list(REQUIRED_TRUTH_COLUMNS))
 
 
 def known_truth(repertoires: Sequence[Repertoire], sequences: Sequence[str]) -> pd.DataFrame:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from deeprc_core.io import N_AMINO_ACIDS
 from deeprc_core.kmers import SEEDING_SHAPES, Shape, count_patterns, locate, pattern_string
 from deeprc_core.model import DeepRC
 
@@ -51,8 +52,8 @@ class EnrichedPattern:
 def _residues(shape: Shape, code: int) -> tuple[int, ...]:
     out = []
     for _ in shape:
-        out.append(code % 20)
-        code //= 20
+        out.append(code % N_AMINO_ACIDS)
+        code //= N_AMINO_ACIDS
     return tuple(out)
 
 

@@ -39,9 +39,8 @@ import numpy as np
 import pandas as pd
 
 from deeprc_core.errors import DeepRCError
+from deeprc_core.io import AMINO_ACIDS, GAP_CHARS
 
-AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
-GAP_CHARS = ".-"  # motif positions that keep the original residue
 FILE_FORMATS = ("airr", "immunoseq", "10x")
 CHAINS = {  # locus -> (OLGA default model folder, recombination type, partner locus for 10x pairs)
     "TRB": ("human_T_beta", "VDJ", "TRA"),
