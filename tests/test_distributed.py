@@ -12,6 +12,7 @@ import io
 import json
 import os
 import socket
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -68,9 +69,23 @@ def _rank(rank: int, world: int, ports: list[int], workdir: str, steps: list[lis
     (Path(workdir) / f"log{rank}.json").write_text(json.dumps(log))
 
 
+@contextlib.contextmanager
+def _plain_main():
+    """Spawned ranks re-run the parent's ``__main__`` file; after an AppTest in the same pytest process that is
+    the app's script (``app.py``), so hide it while spawning."""
+    main_module = sys.modules["__main__"]
+    saved = main_module.__dict__.pop("__file__", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            main_module.__file__ = saved
+
+
 def _launch(world: int, workdir: Path, steps: list[list[str]]) -> list[list[dict]]:
     workdir.mkdir()
-    mp.spawn(_rank, args=(world, _free_ports(len(steps)), str(workdir), steps), nprocs=world, join=True)
+    with _plain_main():
+        mp.spawn(_rank, args=(world, _free_ports(len(steps)), str(workdir), steps), nprocs=world, join=True)
     return [json.loads((workdir / f"log{r}.json").read_text()) for r in range(world)]
 
 
