@@ -229,6 +229,19 @@ class _EncodedRepertoire:
 
 
 ENCODED_CACHE_BYTES = 512 << 20  # encoded repertoires kept of a dataset not held in memory (least recently used go)
+_TRIM_EVERY = 16  # evictions between returns of freed heap memory to the system
+
+
+def _trim_heap() -> None:
+    """Return freed heap memory to the system (glibc ``malloc_trim``; nothing elsewhere). Repertoires read and
+    dropped one after the other fragment the heap: on 1,000 x 100k receptors, resident memory reached 5.1 GB for a
+    512 MB cache without it, 1.2 GB with it, at the same speed (benchmarks/bench_scale.py)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):
+        pass
 
 
 class _Encoded:
@@ -240,7 +253,7 @@ class _Encoded:
         self.dataset = dataset
         self._cache: OrderedDict[int, _EncodedRepertoire] = OrderedDict()
         self._budget = None if getattr(dataset, "_arrays", None) is not None else ENCODED_CACHE_BYTES
-        self._bytes = 0
+        self._bytes, self._evicted = 0, 0
         v_map, j_map = model.gene_indices(dataset.v_vocab, dataset.j_vocab)  # dataset vocab -> model index
         self._v_map, self._j_map = v_map, j_map
 
@@ -259,6 +272,9 @@ class _Encoded:
                 self._bytes += self._cache[i].nbytes
                 while self._bytes > self._budget and len(self._cache) > 1:
                     self._bytes -= self._cache.popitem(last=False)[1].nbytes
+                    self._evicted += 1
+                    if self._evicted % _TRIM_EVERY == 0:
+                        _trim_heap()
         elif self._budget is not None:
             self._cache.move_to_end(i)
         return self._cache[i]
