@@ -43,6 +43,12 @@ _EXPORTS = {  # public name -> module that defines it
     "attention_table": "scoring",
     "predict": "scoring",
     "score_repertoire": "scoring",
+    "predict_files": "scoring",
+    "TrainingConfig": "config",
+    "train": "training",
+    "cross_validate": "training",
+    "KmerLogisticRegression": "baseline",
+    "VJUsageLogisticRegression": "baseline",
 }
 
 
