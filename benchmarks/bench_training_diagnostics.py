@@ -33,7 +33,7 @@ def _measure(dataset, truth_by_rep: dict[str, set], cfg: TrainingConfig, updates
     train_idx, _ = trainer.split()
     torch.manual_seed(cfg.seed)
     model = DeepRC(trainer.config)
-    encoded = trainer.prepare(model, train_idx)
+    encoded = trainer.prepare(model)
     t0 = time.perf_counter()
     trainer.seed(model, encoded, train_idx)
     seed_s = time.perf_counter() - t0

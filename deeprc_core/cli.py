@@ -28,6 +28,22 @@ def _add_device(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads", type=int, default=1, help="CPU threads for torch (default 1: on a 2-core machine two threads "
+        "are 1.5x faster when idle but 4x slower beside one other busy process, 30x when predict reads the next file)"
+    )  # fmt: skip
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    """The one place the CLI sets torch's thread count (the library never does)."""
+    if args.threads < 1:
+        raise DeepRCError(f"--threads must be at least 1, not {args.threads}.")
+    import torch
+
+    torch.set_num_threads(args.threads)
+
+
 def _check_train_outputs(args: argparse.Namespace) -> None:
     """Refuse, before any work, an output that would be lost or would destroy something."""
     from deeprc_core.checkpoint import check_model_destination, read_model_config, read_training_state
@@ -56,11 +72,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from deeprc_core.model import DeepRCConfig
     from deeprc_core.training import cross_validate, infer_target, train
 
-    if args.threads < 1:
-        raise DeepRCError(f"--threads must be at least 1, not {args.threads}.")
-    import torch
-
-    torch.set_num_threads(args.threads)
+    _set_threads(args)
     ctx = distributed.init(args.device)  # None unless started by torchrun
     main_rank = ctx is None or ctx.is_main
     if ctx is None:
@@ -218,11 +230,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from deeprc_core.checkpoint import load_model
     from deeprc_core.scoring import predict_files
 
-    if args.threads < 1:
-        raise DeepRCError(f"--threads must be at least 1, not {args.threads}.")
-    import torch
-
-    torch.set_num_threads(args.threads)
+    _set_threads(args)
     ctx = distributed.init(args.device)  # None unless started by torchrun
     distributed.together(ctx, _check_files, args.files)
     model = distributed.together(ctx, load_model, args.model, args.device)
@@ -345,10 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=t.eval_every, help="updates between validation evaluations")
     p.add_argument("--patience", type=int, default=t.patience, help="evaluations without improvement before stopping")
     p.add_argument("--min-updates", type=int, default=t.min_updates, help="no early stopping before this many updates")
-    p.add_argument(
-        "--threads", type=int, default=1, help="CPU threads for torch (default 1: two threads are 1.5x faster on an "
-        "idle 2-core machine but 4x slower beside one other busy process)"
-    )  # fmt: skip
+    _add_threads(p)
     p.add_argument(
         "--no-reference",
         action="store_true",
@@ -386,10 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="TSV to write: repertoire, n_sequences, probability, prediction")
     p.add_argument("--chain", help="10x files: chain to keep (default TRB, else IGH)")
-    p.add_argument(
-        "--threads", type=int, default=1, help="CPU threads for torch (default 1: the next file is read on the other "
-        "core, and two threads beside a busy core scored 30x slower)"
-    )  # fmt: skip
+    _add_threads(p)
     _add_device(p)
     p.set_defaults(func=_cmd_predict)
 

@@ -26,12 +26,20 @@ def n_patterns(shape: Shape) -> int:
     return N_AMINO_ACIDS ** len(shape)
 
 
+def pattern_residues(shape: Shape, code: int) -> tuple[int, ...]:
+    """The residue codes of a pattern, one per offset of its shape (the inverse of its code)."""
+    residues = []
+    for _ in shape:
+        residues.append(code % N_AMINO_ACIDS)
+        code //= N_AMINO_ACIDS
+    return tuple(residues)
+
+
 def pattern_string(shape: Shape, code: int) -> str:
     """A pattern as text, ``.`` for a wildcard position: ``(0, 3, 4)`` with S, N, E -> ``S..NE``."""
     chars = ["."] * (shape[-1] + 1)
-    for offset in shape:
-        chars[offset] = AMINO_ACIDS[code % N_AMINO_ACIDS]
-        code //= N_AMINO_ACIDS
+    for offset, residue in zip(shape, pattern_residues(shape, code)):
+        chars[offset] = AMINO_ACIDS[residue]
     return "".join(chars)
 
 
@@ -80,6 +88,7 @@ __all__ = [
     "feature_names",
     "locate",
     "n_patterns",
+    "pattern_residues",
     "pattern_string",
     "window_codes",
 ]

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from deeprc_core.io import N_AMINO_ACIDS
-from deeprc_core.kmers import SEEDING_SHAPES, Shape, count_patterns, locate, pattern_string
+from deeprc_core.kmers import SEEDING_SHAPES, Shape, count_patterns, locate, pattern_residues, pattern_string
 from deeprc_core.model import DeepRC
 
 KERNEL_WEIGHT = 1.0  # weight on each residue of a seeded pattern
@@ -47,14 +46,6 @@ class EnrichedPattern:
     t: float  # enrichment statistic (Welch t, or correlation t for regression)
     label: int  # class index it is enriched in (0 for binary and regression)
     share: float = 0.0  # mean share of a training repertoire's sequences that carry it (windows per sequence)
-
-
-def _residues(shape: Shape, code: int) -> tuple[int, ...]:
-    out = []
-    for _ in shape:
-        out.append(code % N_AMINO_ACIDS)
-        code //= N_AMINO_ACIDS
-    return tuple(out)
 
 
 def _overlaps(a: EnrichedPattern, b: EnrichedPattern) -> bool:
@@ -194,7 +185,12 @@ def enriched_patterns(
                     break
                 shape, code = locate(index, shapes)
                 candidate = EnrichedPattern(
-                    pattern_string(shape, code), shape, _residues(shape, code), t, int(classes[c]), mean[index] / 1000
+                    pattern_string(shape, code),
+                    shape,
+                    pattern_residues(shape, code),
+                    t,
+                    int(classes[c]),
+                    mean[index] / 1000,
                 )
                 if not any(_overlaps(candidate, other) for other in found):
                     found.append(candidate)

@@ -200,6 +200,11 @@ def metrics_for(spec: TargetSpec, y_true: np.ndarray, prediction: np.ndarray) ->
     return out
 
 
+def _cat_optional(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
+    """Concatenate per-repertoire tensors that are None where the model does not use them (gene indices)."""
+    return torch.cat(parts) if parts[0] is not None else None
+
+
 @dataclass
 class _EncodedRepertoire:
     """One repertoire as the model consumes it: codes ``(N, W)``, lengths ``(N,)``, gene indices, counts."""
@@ -215,6 +220,20 @@ class _EncodedRepertoire:
         """Memory held by the arrays."""
         genes = sum(int(g.nbytes) for g in (self.v, self.j) if g is not None)
         return int(self.codes.nbytes + self.lengths.nbytes + self.counts.nbytes) + genes
+
+    @staticmethod
+    def concat(parts: list[_EncodedRepertoire]) -> _EncodedRepertoire:
+        """Several repertoires' sequences end to end (codes padded to the widest)."""
+        width = max(p.codes.shape[1] for p in parts)
+        return _EncodedRepertoire(
+            np.concatenate(
+                [np.pad(p.codes, ((0, 0), (0, width - p.codes.shape[1])), constant_values=PAD) for p in parts]
+            ),
+            np.concatenate([p.lengths for p in parts]),
+            _cat_optional([p.v for p in parts]),
+            _cat_optional([p.j for p in parts]),
+            torch.cat([p.counts for p in parts]),
+        )
 
     def subset(self, rows: torch.Tensor) -> _EncodedRepertoire:
         """The sequences at ``rows`` (a 1-D index tensor)."""
@@ -249,7 +268,7 @@ class _Encoded:
     them for a dataset held in memory; for a larger one (a cohort larger than RAM) the most recently used, up to
     :data:`ENCODED_CACHE_BYTES`, the others read again from their slice of the cache when needed."""
 
-    def __init__(self, dataset: RepertoireDataset, model: DeepRC, indices: np.ndarray) -> None:
+    def __init__(self, dataset: RepertoireDataset, model: DeepRC) -> None:
         self.dataset = dataset
         self._cache: OrderedDict[int, _EncodedRepertoire] = OrderedDict()
         self._budget = None if getattr(dataset, "_arrays", None) is not None else ENCODED_CACHE_BYTES
@@ -389,9 +408,9 @@ class _Trainer:
         train_idx, val_idx = train_test_split(indices, test_size=n_val, random_state=self.cfg.seed, stratify=stratify)
         return np.sort(train_idx), np.sort(val_idx)
 
-    def prepare(self, model: DeepRC, indices: np.ndarray) -> _Encoded:
-        """Encoded repertoires (codes, lengths, gene indices, counts) of ``indices``, read once and kept."""
-        return _Encoded(self.dataset, model, indices)
+    def prepare(self, model: DeepRC) -> _Encoded:
+        """The dataset's repertoires encoded for ``model`` (codes, lengths, gene indices, counts), read on use."""
+        return _Encoded(self.dataset, model)
 
     def seed(self, model: DeepRC, encoded: _Encoded, train_idx: np.ndarray) -> None:
         """With ``seed_kernels``, start kernels and attention on k-mers (and V/J genes, when the model uses
@@ -443,10 +462,7 @@ class _Trainer:
         model.eval()
         rows = []
         for i in train_idx:
-            rep = encoded.get(int(i))
-            with autocast(self.device):
-                emb = model.embed(rep.codes, rep.lengths).float()
-            z = model.represent(emb, rep.v, rep.j, rep.counts)
+            z = self._representation(model, encoded.get(int(i)))
             weights = model.attention_weights(model.attention_logits(z), None, 1)
             rows.append(model.pool(z, weights, None, 1)[0].float().cpu().numpy())  # (H * D,)
         x, y, spec = np.stack(rows), self.targets[0][train_idx], self.specs[0]
@@ -463,6 +479,13 @@ class _Trainer:
                 return  # a class absent from the training part: leave o() to gradient descent
         layer.weight.copy_(torch.as_tensor(coef, dtype=layer.weight.dtype))
         layer.bias.copy_(torch.as_tensor(intercept, dtype=layer.bias.dtype))
+
+    def _representation(self, model: DeepRC, rep: _EncodedRepertoire) -> torch.Tensor:
+        """Every sequence's representation z ``(N, D)``: fast embedding joined with genes and counts (no
+        gradient; the trainer's twin of :func:`deeprc_core.scoring.repertoire_representation`)."""
+        with autocast(self.device):
+            emb = model.embed(rep.codes, rep.lengths).float()
+        return model.represent(emb, rep.v, rep.j, rep.counts)
 
     def _n_kept(self, n: int) -> int:
         if self.cfg.top_fraction is not None:
@@ -489,14 +512,7 @@ class _Trainer:
             subs.append(rep.subset(torch.from_numpy(offered)) if len(offered) < n else rep)
             offers.append(offered)
         # one fast embedding of the whole batch (one lookup table, large length groups), then split per repertoire
-        width = max(sub.codes.shape[1] for sub in subs)
-        codes = np.concatenate(
-            [np.pad(sub.codes, ((0, 0), (0, width - sub.codes.shape[1])), constant_values=PAD) for sub in subs]
-        )
-        cat = lambda xs: torch.cat(xs) if xs[0] is not None else None  # noqa: E731
-        with autocast(self.device):
-            emb = model.embed(codes, np.concatenate([sub.lengths for sub in subs])).float()
-        z_all = model.represent(emb, cat([s.v for s in subs]), cat([s.j for s in subs]), cat([s.counts for s in subs]))
+        z_all = self._representation(model, _EncodedRepertoire.concat(subs))
         logits_all = model.attention_logits(z_all).float()  # (N_batch, H)
         bounds = np.cumsum([0] + [len(sub.lengths) for sub in subs])
         for b, (sub, offered) in enumerate(zip(subs, offers)):
@@ -529,8 +545,8 @@ class _Trainer:
             codes=codes,
             lengths=torch.cat(parts["lengths"]),
             bag=torch.cat(parts["bag"]),
-            v=cat(parts["v"]),
-            j=cat(parts["j"]),
+            v=_cat_optional(parts["v"]),
+            j=_cat_optional(parts["j"]),
             counts=torch.cat(parts["counts"]),
             shift=torch.stack(shifts),
             rest_weight=torch.stack(rest_weights),
@@ -561,7 +577,7 @@ class _Trainer:
     def outputs(self, model: DeepRC, indices: np.ndarray, encoded: _Encoded | None = None) -> torch.Tensor:
         """Full-repertoire outputs ``(n, n_outputs)`` (optionally capped per repertoire, seeded)."""
         model.eval()
-        encoded = encoded or self.prepare(model, indices)
+        encoded = encoded or self.prepare(model)
         rng = np.random.default_rng(self.cfg.seed + 1)
         rows = []
         cap = self.cfg.eval_max_sequences
@@ -579,9 +595,7 @@ class _Trainer:
             rep = encoded.get(int(i))
             if cap and cap < len(rep.lengths):
                 rep = rep.subset(torch.from_numpy(np.sort(rng.choice(len(rep.lengths), size=cap, replace=False))))
-            with autocast(self.device):
-                emb = model.embed(rep.codes, rep.lengths).float()
-            z = model.represent(emb, rep.v, rep.j, rep.counts)
+            z = self._representation(model, rep)
             rows.append(model.outputs_from_representation(z)[0])
         if self.dist is not None:  # validation shared out over the ranks: every rank gets all rows
             return self.dist.gather_rows(rows, np.flatnonzero(mine), len(indices), self.device)
@@ -615,7 +629,7 @@ class _Trainer:
         rng = np.random.default_rng(cfg.seed)
         self.decide_genes(train_idx)
         model = DeepRC(self.config).to(self.device)
-        encoded = self.prepare(model, np.concatenate([train_idx, val_idx]))
+        encoded = self.prepare(model)
         if resume_from is None:
             self.seed(model, encoded, train_idx)
             if cfg.seed_kernels:

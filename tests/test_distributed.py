@@ -194,10 +194,10 @@ def test_encoded_repertoires_of_a_large_dataset_stay_within_the_cache_budget(tin
 
     small, large = open_dataset(tiny_dataset), open_dataset(tiny_dataset, in_memory=False)
     model = DeepRC(DeepRCConfig(n_kernels=4, kernel_size=3))
-    full = training._Encoded(small, model, np.arange(len(small)))
+    full = training._Encoded(small, model)
     one = full.get(0).nbytes
     monkeypatch.setattr(training, "ENCODED_CACHE_BYTES", 3 * one)
-    bounded = training._Encoded(large, model, np.arange(len(large)))
+    bounded = training._Encoded(large, model)
     for i in [*range(len(large)), 0, 5]:
         rep = bounded.get(i)
         np.testing.assert_array_equal(rep.codes, full.get(i).codes)

@@ -41,7 +41,7 @@ def _seeded(ds, config=CONFIG):
     train_idx, _ = trainer.split()
     torch.manual_seed(0)
     model = DeepRC(trainer.config)
-    encoded = trainer.prepare(model, np.arange(len(ds)))
+    encoded = trainer.prepare(model)
     trainer.seed(model, encoded, train_idx)
     return trainer, model, encoded, train_idx
 
