@@ -34,7 +34,7 @@ with st.spinner(f"Scoring {len(repertoire):,} sequences…"):
     result = cache.cached_score(model, model_key, repertoire, source.key)
 
 # Headline: the prediction and how concentrated the attention is
-prediction = result.predictions[target]
+prediction = result.prediction
 weights = table["attention"].to_numpy()
 cols = st.columns(5)
 if np.ndim(prediction) == 0:

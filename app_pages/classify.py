@@ -18,7 +18,7 @@ SOURCES = {
 st.title("Classify repertoires")
 model, model_key = models.current_model()
 target, positive = models.positive_class(model)
-spec = model.config.target_specs()[0]
+spec = model.config.target_spec()
 
 source = st.segmented_control(
     "Repertoires to classify", list(SOURCES), format_func=SOURCES.get, key="classify_source", default="patients"

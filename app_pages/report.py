@@ -10,7 +10,7 @@ from explorer import cache, figures, models, sources
 
 st.title("Report")
 model, model_key = models.current_model()
-spec = model.config.target_specs()[0]
+spec = model.config.target_spec()
 st.caption(
     "A single HTML file with the analysis of one repertoire, images embedded: e-mail it, archive it, open it offline."
 )
@@ -55,7 +55,7 @@ with st.spinner("Scoring, attributing and drawing…"):
             ["kernel", "importance", "top_kmer", "weight_consensus", "position_share"]
         ]
 
-headline = prediction_headline(spec, result.predictions[spec.name])
+headline = prediction_headline(spec, result.prediction)
 report_html = repertoire_report_html(
     repertoire=repertoire,
     model=model,

@@ -96,7 +96,7 @@ def _evaluate(model, repertoires, labels, truth, motifs, args) -> None:
     n_positive = 0
     for rep in repertoires:
         score = score_repertoire(model, rep)
-        probabilities.append(float(np.ravel(list(score.predictions.values())[0])[0]))
+        probabilities.append(float(np.ravel(score.prediction)[0]))
         witnesses = witness_mask(rep, truth=truth)
         if not witnesses.any() or n_positive >= args.positives:
             continue
@@ -120,7 +120,7 @@ def _evaluate(model, repertoires, labels, truth, motifs, args) -> None:
         raise SystemExit("None of the held-out repertoires carries a witness of the truth table.")
 
     if labels is not None and len(set(labels)) == 2:
-        spec = model.config.target_specs()[0]
+        spec = model.config.target_spec()
         auc = metrics_for(spec, np.asarray(labels), np.asarray(probabilities))["auc"]
         print(f"held-out AUC {auc:.3f} over {len(labels)} repertoires")
     ranks = pd.DataFrame(ranking).mean(numeric_only=True)

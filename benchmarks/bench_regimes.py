@@ -183,7 +183,7 @@ def _deeprc(train_set: RepertoireDataset, test_set: RepertoireDataset, max_minut
     start = time.perf_counter()
     scores = [score_repertoire(result.model, test_set.repertoire(i)) for i in range(len(test_set))]
     score_s = time.perf_counter() - start
-    probability = np.array([float(s.predictions[TARGET]) for s in scores])
+    probability = np.array([float(s.prediction) for s in scores])
     figures = {
         "auc": float(roc_auc_score(_labels(test_set), probability)),
         "seconds": train_s + score_s,

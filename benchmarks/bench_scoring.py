@@ -44,7 +44,7 @@ start = time.perf_counter()
 rep = read_repertoire(path)
 if mode == "fast":
     score = score_repertoire(model, rep)
-    prob = float(score.predictions["label"])
+    prob = float(score.prediction)
 else:
     with torch.inference_mode():
         codes = torch.as_tensor(rep.codes); lengths = torch.as_tensor(rep.lengths)

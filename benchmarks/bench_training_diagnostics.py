@@ -38,7 +38,7 @@ def _measure(dataset, truth_by_rep: dict[str, set], cfg: TrainingConfig, updates
     trainer.seed(model, encoded, train_idx)
     seed_s = time.perf_counter() - t0
     rng = np.random.default_rng(0)
-    positives = train_idx[trainer.targets[0][train_idx] == 1]
+    positives = train_idx[trainer.y[train_idx] == 1]
     offered, kept, t_select, t_grad = [], [], [], []
     optimizer = torch.optim.Adam(model.parameters(), lr=0.0)  # lr 0: time the update without changing the model
     for _ in range(updates):

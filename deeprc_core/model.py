@@ -54,14 +54,13 @@ SIZE_LIMITS = {
     "gene_embedding_dim": (1, 256),
 }
 MAX_GENES = 10_000  # V or J genes in a vocabulary
-MAX_CLASSES = 10_000  # classes of one target
-MAX_TARGETS = 64  # targets of one model
+MAX_CLASSES = 10_000  # classes of the target
 MAX_MODEL_FLOATS = 100_000_000  # weights plus the scoring lookup table (400 MB of float32)
 
 
 @dataclass
 class TargetSpec:
-    """One prediction target (a metadata column)."""
+    """The prediction target (a metadata column)."""
 
     name: str  # metadata column holding the label
     kind: str = "binary"  # "binary", "multiclass" or "regression"
@@ -96,7 +95,7 @@ class DeepRCConfig:
     gene_embedding_dim: int = 4  # size of the learned V/J gene embeddings
     targets: list[dict] = field(
         default_factory=lambda: [asdict(TargetSpec("label", "binary", ["0", "1"]))]
-    )  # what to predict
+    )  # what to predict: exactly one target (stored as a one-entry list, the checkpoint format since v0.1)
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -109,16 +108,13 @@ class DeepRCConfig:
                 raise DeepRCError(f"{name} must be at least 1.")
         if not 1 <= self.max_length <= 200:
             raise DeepRCError("max_length must be between 1 and 200 residues.")
-        specs = self.target_specs()
-        if not specs:
-            raise DeepRCError("A model needs at least one target.")
-        for t in specs:
-            if t.kind not in TARGET_KINDS:
-                raise DeepRCError(f"Target '{t.name}' has kind '{t.kind}'; use one of {', '.join(TARGET_KINDS)}.")
-            if t.kind == "binary" and len(t.classes) != 2:
-                raise DeepRCError(f"Binary target '{t.name}' needs exactly two classes [negative, positive].")
-            if t.kind == "multiclass" and len(t.classes) < 2:
-                raise DeepRCError(f"Multiclass target '{t.name}' needs at least two classes.")
+        t = self.target_spec()
+        if t.kind not in TARGET_KINDS:
+            raise DeepRCError(f"Target '{t.name}' has kind '{t.kind}'; use one of {', '.join(TARGET_KINDS)}.")
+        if t.kind == "binary" and len(t.classes) != 2:
+            raise DeepRCError(f"Binary target '{t.name}' needs exactly two classes [negative, positive].")
+        if t.kind == "multiclass" and len(t.classes) < 2:
+            raise DeepRCError(f"Multiclass target '{t.name}' needs at least two classes.")
         floats = self.size_in_floats()
         if floats > MAX_MODEL_FLOATS:
             raise DeepRCError(
@@ -152,9 +148,10 @@ class DeepRCConfig:
         size += _mlp_size(d * self.n_heads, self.output_units, self.n_outputs, self.output_layers)
         return size + (m + 1) * m * N_POSITION_FEATURES
 
-    def target_specs(self) -> list[TargetSpec]:
-        """The targets as :class:`TargetSpec` objects."""
-        return [t if isinstance(t, TargetSpec) else TargetSpec(**t) for t in self.targets]
+    def target_spec(self) -> TargetSpec:
+        """The model's one target as a :class:`TargetSpec`."""
+        t = self.targets[0]
+        return t if isinstance(t, TargetSpec) else TargetSpec(**t)
 
     @property
     def embedding_size(self) -> int:
@@ -170,8 +167,8 @@ class DeepRCConfig:
 
     @property
     def n_outputs(self) -> int:
-        """Total outputs of o() over all targets."""
-        return sum(t.n_outputs for t in self.target_specs())
+        """Outputs of o(): 1 (binary, regression) or one per class (multiclass)."""
+        return self.target_spec().n_outputs
 
 
 def _whole(value: object) -> bool:
@@ -200,28 +197,31 @@ def _check_types(config: DeepRCConfig) -> None:
         if len(genes) > MAX_GENES:
             raise DeepRCError(f"{name} lists {len(genes):,} genes; at most {MAX_GENES:,} are allowed.")
     targets = config.targets
-    if not isinstance(targets, (list, tuple)) or len(targets) > MAX_TARGETS:
-        raise DeepRCError(f"targets must be a list of at most {MAX_TARGETS} prediction targets.")
-    for t in targets:
-        if isinstance(t, dict):
-            unknown = set(t) - set(TargetSpec.__dataclass_fields__)
-            if unknown or "name" not in t:
-                raise DeepRCError(f"A target has unknown or missing settings ({', '.join(sorted(unknown)) or 'name'}).")
-            t = TargetSpec(**t)
-        if not isinstance(t, TargetSpec):
-            raise DeepRCError(f"Each target must be a dictionary of settings, not {t!r}.")
-        if not isinstance(t.name, str) or not isinstance(t.kind, str):
-            raise DeepRCError("A target's name and kind must be text.")
-        if not isinstance(t.classes, (list, tuple)) or not all(isinstance(c, str) for c in t.classes):
-            raise DeepRCError(f"The classes of target '{t.name}' must be a list of text labels.")
-        if len(t.classes) > MAX_CLASSES:
-            raise DeepRCError(f"Target '{t.name}' has {len(t.classes):,} classes; at most {MAX_CLASSES:,} are allowed.")
-        for field_name in ("mean", "std"):
-            value = getattr(t, field_name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value):
-                raise DeepRCError(f"The {field_name} of target '{t.name}' must be a finite number, not {value!r}.")
-        if t.std <= 0:
-            raise DeepRCError(f"The std of target '{t.name}' must be positive, not {t.std}.")
+    if not isinstance(targets, (list, tuple)):
+        raise DeepRCError("targets must be a list holding the one prediction target.")
+    if len(targets) != 1:
+        need = "at least one target" if not targets else f"one target, not {len(targets)}"
+        raise DeepRCError(f"A model predicts exactly one metadata column; this config needs {need}.")
+    t = targets[0]
+    if isinstance(t, dict):
+        unknown = set(t) - set(TargetSpec.__dataclass_fields__)
+        if unknown or "name" not in t:
+            raise DeepRCError(f"A target has unknown or missing settings ({', '.join(sorted(unknown)) or 'name'}).")
+        t = TargetSpec(**t)
+    if not isinstance(t, TargetSpec):
+        raise DeepRCError(f"The target must be a dictionary of settings, not {t!r}.")
+    if not isinstance(t.name, str) or not isinstance(t.kind, str):
+        raise DeepRCError("A target's name and kind must be text.")
+    if not isinstance(t.classes, (list, tuple)) or not all(isinstance(c, str) for c in t.classes):
+        raise DeepRCError(f"The classes of target '{t.name}' must be a list of text labels.")
+    if len(t.classes) > MAX_CLASSES:
+        raise DeepRCError(f"Target '{t.name}' has {len(t.classes):,} classes; at most {MAX_CLASSES:,} are allowed.")
+    for field_name in ("mean", "std"):
+        value = getattr(t, field_name)
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value):
+            raise DeepRCError(f"The {field_name} of target '{t.name}' must be a finite number, not {value!r}.")
+    if t.std <= 0:
+        raise DeepRCError(f"The std of target '{t.name}' must be positive, not {t.std}.")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -519,21 +519,16 @@ class DeepRC(nn.Module):
         return self.output(self.pool(z, weights, bag, 1))[0], logits, weights
 
 
-def outputs_to_probabilities(outputs: torch.Tensor, config: DeepRCConfig) -> dict[str, np.ndarray]:
-    """Network outputs ``(B, n_outputs)`` -> per target: ``(B,)`` positive-class probability (binary),
-    ``(B, n_classes)`` class probabilities (multiclass) or ``(B,)`` predicted value (regression)."""
-    result, start = {}, 0
+def outputs_to_probabilities(outputs: torch.Tensor, config: DeepRCConfig) -> np.ndarray:
+    """Network outputs ``(B, n_outputs)`` -> ``(B,)`` positive-class probability (binary), ``(B, n_classes)``
+    class probabilities (multiclass) or ``(B,)`` predicted value (regression)."""
+    t = config.target_spec()
     outputs = outputs.detach().float().cpu()
-    for t in config.target_specs():
-        block = outputs[:, start : start + t.n_outputs]
-        start += t.n_outputs
-        if t.kind == "binary":
-            result[t.name] = torch.sigmoid(block[:, 0]).numpy()
-        elif t.kind == "multiclass":
-            result[t.name] = torch.softmax(block, dim=1).numpy()
-        else:
-            result[t.name] = (block[:, 0] * t.std + t.mean).numpy()
-    return result
+    if t.kind == "binary":
+        return torch.sigmoid(outputs[:, 0]).numpy()
+    if t.kind == "multiclass":
+        return torch.softmax(outputs, dim=1).numpy()
+    return (outputs[:, 0] * t.std + t.mean).numpy()
 
 
 __all__ = [

@@ -91,7 +91,7 @@ def model_card_table(model: DeepRC) -> pd.DataFrame:
     rows: list[tuple[str, str]] = [("model", Path(getattr(model, "path", "") or "").name or "unsaved")]
     if isinstance(card.get("name"), str):
         rows.append(("name", card["name"]))
-    rows.append(("predicts", _predicts(model.config.target_specs()[0])))
+    rows.append(("predicts", _predicts(model.config.target_spec())))
     rows.append(("architecture", _architecture(model.config)))
     data = info.get("data") or {}
     if isinstance(data, dict) and data.get("n_repertoires"):

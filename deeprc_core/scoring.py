@@ -26,7 +26,7 @@ class RepertoireScore:
 
     name: str  # repertoire name
     outputs: np.ndarray  # (n_outputs,) raw network outputs (logits / standardised values)
-    predictions: dict[str, np.ndarray | float]  # per target: probability (binary), class probs, or value
+    prediction: np.ndarray | float  # positive-class probability (binary), class probabilities, or value
     attention_logits: np.ndarray  # (N, H) raw attention scores f(z)
     attention: np.ndarray  # (N, H) softmax weights over the whole repertoire, per head
 
@@ -50,7 +50,7 @@ def score_repertoire(model: DeepRC, repertoire: Repertoire) -> RepertoireScore:
     Returns
     -------
     RepertoireScore
-        Outputs, per-target predictions, and per-sequence attention logits and weights.
+        Outputs, the prediction, and per-sequence attention logits and weights.
     """
     z = repertoire_representation(model, repertoire)
     outputs, logits, weights = model.outputs_from_representation(z)
@@ -59,21 +59,20 @@ def score_repertoire(model: DeepRC, repertoire: Repertoire) -> RepertoireScore:
             f"The model's output for {repertoire.name} is not a number: the repertoire holds values it cannot score "
             "(for example clone counts beyond 1e12, which the file reader drops). Check the file."
         )
-    preds = outputs_to_probabilities(outputs[None], model.config)
     return RepertoireScore(
         name=repertoire.name,
         outputs=outputs.float().cpu().numpy(),
-        predictions={k: v[0] for k, v in preds.items()},
+        prediction=outputs_to_probabilities(outputs[None], model.config)[0],
         attention_logits=logits.float().cpu().numpy(),
         attention=weights.float().cpu().numpy(),
     )
 
 
 def predict(model: DeepRC, repertoires: list[Repertoire], scores: list[RepertoireScore] | None = None) -> pd.DataFrame:
-    """One row per repertoire: ``repertoire``, ``n_sequences``, then per target the positive-class
-    ``probability`` and ``prediction`` (binary), one probability column per class (multiclass) or the value
-    (regression). With a single binary target the columns are ``repertoire``, ``n_sequences``,
-    ``probability``, ``prediction``. ``scores`` (one per repertoire) reuses scores already computed.
+    """One row per repertoire: ``repertoire``, ``n_sequences``, then the positive-class ``probability`` and
+    ``prediction`` (binary), one ``probability_<class>`` column per class and the ``prediction``
+    (multiclass), or the predicted value (regression). ``scores`` (one per repertoire) reuses scores
+    already computed.
     """
     rows = []
     for k, rep in enumerate(repertoires):
@@ -84,21 +83,17 @@ def predict(model: DeepRC, repertoires: list[Repertoire], scores: list[Repertoir
 
 def _prediction_row(model: DeepRC, rep: Repertoire, score: RepertoireScore) -> dict:
     """One row of :func:`predict`."""
-    specs = model.config.target_specs()
+    t, value = model.config.target_spec(), score.prediction
     row = {"repertoire": rep.name, "n_sequences": len(rep)}
-    for t in specs:
-        value = score.predictions[t.name]
-        prefix = "" if len(specs) == 1 else f"{t.name}_"
-        if t.kind == "binary":
-            p = float(value)
-            row[f"{prefix}probability"] = p
-            row[f"{prefix}prediction"] = t.classes[1] if p >= 0.5 else t.classes[0]
-        elif t.kind == "multiclass":
-            for cls, p in zip(t.classes, value):
-                row[f"{prefix}probability_{cls}"] = float(p)
-            row[f"{prefix}prediction"] = t.classes[int(np.argmax(value))]
-        else:
-            row[f"{prefix}prediction"] = float(value)
+    if t.kind == "binary":
+        row["probability"] = float(value)
+        row["prediction"] = t.classes[1] if float(value) >= 0.5 else t.classes[0]
+    elif t.kind == "multiclass":
+        for cls, p in zip(t.classes, value):
+            row[f"probability_{cls}"] = float(p)
+        row["prediction"] = t.classes[int(np.argmax(value))]
+    else:
+        row["prediction"] = float(value)
     return row
 
 

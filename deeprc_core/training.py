@@ -147,7 +147,7 @@ _MISSING_LABELS = {
 }
 
 
-def _encode_targets(metadata: pd.DataFrame, spec: TargetSpec) -> np.ndarray:
+def _encode_target(metadata: pd.DataFrame, spec: TargetSpec) -> np.ndarray:
     values = metadata[spec.name].astype(str).str.strip()
     if spec.kind == "binary":
         return (values == spec.classes[1]).to_numpy(dtype=np.float32)
@@ -156,20 +156,14 @@ def _encode_targets(metadata: pd.DataFrame, spec: TargetSpec) -> np.ndarray:
     return ((pd.to_numeric(values) - spec.mean) / spec.std).to_numpy(dtype=np.float32)
 
 
-def _loss(
-    outputs: torch.Tensor, targets: list[torch.Tensor], specs: list[TargetSpec], pos_weights: list[float]
-) -> torch.Tensor:
-    total, start = outputs.new_zeros(()), 0
-    for spec, y, w in zip(specs, targets, pos_weights):
-        block = outputs[:, start : start + spec.n_outputs].float()
-        start += spec.n_outputs
-        if spec.kind == "binary":
-            total = total + F.binary_cross_entropy_with_logits(block[:, 0], y, pos_weight=block.new_tensor(w))
-        elif spec.kind == "multiclass":
-            total = total + F.cross_entropy(block, y)
-        else:
-            total = total + F.mse_loss(block[:, 0], y)
-    return total
+def _loss(outputs: torch.Tensor, y: torch.Tensor, spec: TargetSpec, pos_weight: float) -> torch.Tensor:
+    """Loss of outputs ``(B, n_outputs)`` against encoded targets ``(B,)``."""
+    outputs = outputs.float()
+    if spec.kind == "binary":
+        return F.binary_cross_entropy_with_logits(outputs[:, 0], y, pos_weight=outputs.new_tensor(pos_weight))
+    if spec.kind == "multiclass":
+        return F.cross_entropy(outputs, y)
+    return F.mse_loss(outputs[:, 0], y)
 
 
 def metrics_for(spec: TargetSpec, y_true: np.ndarray, prediction: np.ndarray) -> dict[str, float]:
@@ -337,6 +331,16 @@ def build_optimizer(model: DeepRC, training: TrainingConfig) -> torch.optim.Opti
     return torch.optim.AdamW(groups, lr=training.learning_rate, weight_decay=training.weight_decay)
 
 
+@dataclass
+class _Record:
+    """A run's evaluations and the best of them, with the weights that gave it."""
+
+    history: list[dict] = field(default_factory=list)  # one dict per evaluation
+    loss: float = math.inf  # the best validation loss
+    state: dict | None = None  # a copy of the best weights
+    best: dict | None = None  # the best evaluation
+
+
 class _Trainer:
     """One training run; :func:`train` is its public face."""
 
@@ -356,14 +360,10 @@ class _Trainer:
         config.targets = [asdict(spec)]
         config.max_length = dataset.max_length
         self._set_genes(config, bool(training.use_genes))
-        self.config, self.specs = config, config.target_specs()
-        self.targets = [_encode_targets(dataset.metadata, s) for s in self.specs]
-        y = self.targets[0]
-        self.pos_weights = [
-            float((1 - t).sum() / max(t.sum(), 1)) if s.kind == "binary" else 1.0
-            for s, t in zip(self.specs, self.targets)
-        ]
-        self.stratify = y if self.specs[0].kind != "regression" else None
+        self.config, self.spec = config, config.target_spec()
+        self.y = _encode_target(dataset.metadata, self.spec)  # (n,) 0/1, class index or standardised value
+        self.pos_weight = float((1 - self.y).sum() / max(self.y.sum(), 1)) if self.spec.kind == "binary" else 1.0
+        self.stratify = self.y if self.spec.kind != "regression" else None
         self.seeded_patterns: list[dict] = []
         self.seeded_genes: list[str] = []
         self.dist = distributed.current()  # None in a single process (see deeprc_core.distributed)
@@ -388,7 +388,7 @@ class _Trainer:
         else:
             v_w, j_w = enriched_genes(
                 lambda k: self.dataset.genes(int(train_idx[k])), n_v, n_j, len(train_idx),
-                self.targets[0][train_idx], self.specs[0].kind, self.cfg.seed,
+                self.y[train_idx], self.spec.kind, self.cfg.seed,
             )  # fmt: skip
             use = bool(v_w or j_w)
         self._set_genes(self.config, use)
@@ -421,7 +421,7 @@ class _Trainer:
             return
         from deeprc_core.seeding import enriched_genes, enriched_patterns, seed_model
 
-        kind, labels, seed = self.specs[0].kind, self.targets[0][train_idx], self.cfg.seed
+        kind, labels, seed = self.spec.kind, self.y[train_idx], self.cfg.seed
         patterns = enriched_patterns(
             lambda k: encoded.arrays(int(train_idx[k])), len(train_idx), labels, kind, self.config.n_kernels // 2, seed
         )
@@ -455,7 +455,7 @@ class _Trainer:
         """Fit a linear o() in closed form on the pooled representations of the training repertoires (a
         regularised logistic / ridge regression), so fine-tuning starts from a head that already reads the
         seeded detectors instead of a random one. Skipped when o() has hidden layers."""
-        if self.config.output_layers != 1 or len(self.specs) != 1:
+        if self.config.output_layers != 1:
             return
         from sklearn.linear_model import LogisticRegression, Ridge
 
@@ -465,7 +465,7 @@ class _Trainer:
             z = self._representation(model, encoded.get(int(i)))
             weights = model.attention_weights(model.attention_logits(z), None, 1)
             rows.append(model.pool(z, weights, None, 1)[0].float().cpu().numpy())  # (H * D,)
-        x, y, spec = np.stack(rows), self.targets[0][train_idx], self.specs[0]
+        x, y, spec = np.stack(rows), self.y[train_idx], self.spec
         layer = model.output[-1]
         if spec.kind == "regression":
             fit = Ridge(alpha=1.0).fit(x, y)
@@ -604,14 +604,26 @@ class _Trainer:
     def evaluate(self, model: DeepRC, indices: np.ndarray, encoded: _Encoded | None = None) -> dict[str, float]:
         """Loss and metrics on full repertoires."""
         outputs = self.outputs(model, indices, encoded)
-        targets = [torch.as_tensor(t[indices], device=outputs.device) for t in self.targets]
-        result = {"loss": float(_loss(outputs, targets, self.specs, self.pos_weights))}
-        preds = outputs_to_probabilities(outputs, self.config)
-        for k, (spec, y) in enumerate(zip(self.specs, self.targets)):
-            truth = y[indices] if spec.kind != "regression" else y[indices] * spec.std + spec.mean
-            prefix = "" if k == 0 else f"{spec.name}_"
-            result.update({prefix + key: v for key, v in metrics_for(spec, truth, preds[spec.name]).items()})
+        spec, y = self.spec, self.y[indices]
+        result = {"loss": float(_loss(outputs, torch.as_tensor(y, device=outputs.device), spec, self.pos_weight))}
+        truth = y if spec.kind != "regression" else y * spec.std + spec.mean
+        result.update(metrics_for(spec, truth, outputs_to_probabilities(outputs, self.config)))
         return result
+
+    def _evaluate_and_keep(
+        self, model: DeepRC, val_idx: np.ndarray, encoded: _Encoded, evaluation: dict, record: _Record, tolerance: float
+    ) -> bool:
+        """Add the validation metrics of ``model`` to ``evaluation`` (which holds the update and train loss),
+        append it to ``record``'s history, and keep a copy of the weights when the validation loss beats the
+        best by ``tolerance`` (or when no weights are kept yet and ``tolerance`` is 0, as at the end of a run
+        cut short). Returns whether this evaluation became the best."""
+        evaluation.update({f"val_{k}": v for k, v in self.evaluate(model, val_idx, encoded).items()})
+        record.history.append(evaluation)
+        if evaluation["val_loss"] < record.loss - tolerance or (tolerance == 0 and record.state is None):
+            record.loss, record.best = evaluation["val_loss"], evaluation
+            record.state = copy.deepcopy(model.state_dict())
+            return True
+        return False
 
     def run(
         self,
@@ -635,8 +647,7 @@ class _Trainer:
             if cfg.seed_kernels:
                 self.probe(model, encoded, train_idx)
         optimizer = build_optimizer(model, cfg)
-        history: list[dict] = []
-        update, best_loss, best_state, best_eval, stale = 0, math.inf, None, None, 0
+        record, update, stale = _Record(), 0, 0
         if resume_from is not None:
             from deeprc_core.checkpoint import load_model, load_training_state
 
@@ -645,11 +656,14 @@ class _Trainer:
                 raise DeepRCError(f"Model {resume_from} has another architecture or target; cannot resume from it.")
             model.load_state_dict(loaded.state_dict())
             state = load_training_state(resume_from, optimizer)
-            update, best_loss = int(state.get("update", 0)), float(state.get("best_loss", math.inf))
-            history = list(state.get("history", []))
+            update, history = int(state.get("update", 0)), list(state.get("history", []))
             rng = np.random.default_rng([cfg.seed, update])
-            best_state = copy.deepcopy(model.state_dict())  # the saved weights are the best ones
-            best_eval = min(history, key=lambda h: h["val_loss"]) if history else None
+            record = _Record(
+                history,
+                float(state.get("best_loss", math.inf)),
+                copy.deepcopy(model.state_dict()),  # the saved weights are the best ones
+                min(history, key=lambda h: h["val_loss"]) if history else None,
+            )
         sampler = ddp = None
         if self.dist is not None:  # each rank its own repertoires; gradients averaged over the ranks
             sampler = distributed.BatchSampler(train_idx, cfg.batch_size, cfg.seed, self.dist)
@@ -658,7 +672,7 @@ class _Trainer:
         start, running, reason = time.perf_counter(), [], "max_updates"
         budget = None if cfg.max_minutes is None else cfg.max_minutes * 60.0
         order = np.empty(0, dtype=np.int64)
-        targets_t = [torch.as_tensor(t.copy()) for t in self.targets]
+        y_t = torch.as_tensor(self.y.copy())
         while update < cfg.max_updates:
             stop = "cancelled" if should_stop is not None and should_stop() else None
             if stop is None and budget is not None and time.perf_counter() - start > budget:
@@ -678,7 +692,7 @@ class _Trainer:
             selection = distributed.together(self.dist, self.select, model, encoded, batch, rng)
             model.train()
             outputs = self.forward(model, selection, len(batch)) if ddp is None else ddp(selection, len(batch))
-            loss = _loss(outputs, [t[batch].to(self.device) for t in targets_t], self.specs, self.pos_weights)
+            loss = _loss(outputs, y_t[batch].to(self.device), self.spec, self.pos_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.param_groups[1]["lr"] = (
@@ -694,48 +708,35 @@ class _Trainer:
                 loss=float(np.mean(running[-cfg.eval_every :])),
                 elapsed_s=elapsed,
                 eta_s=self._eta(update, elapsed, budget),
-                history=history,
-                best=best_eval,
+                history=record.history,
+                best=record.best,
             )
             if on_update is not None:
                 on_update(progress)
             if update % cfg.eval_every == 0 or update == cfg.max_updates:
                 evaluation = {"update": update, "train_loss": progress.loss, "elapsed_s": elapsed}
-                evaluation.update({f"val_{k}": v for k, v in self.evaluate(model, val_idx, encoded).items()})
-                history.append(evaluation)
-                if evaluation["val_loss"] < best_loss - 1e-6:
-                    best_loss, best_state, best_eval, stale = (
-                        evaluation["val_loss"],
-                        copy.deepcopy(model.state_dict()),
-                        evaluation,
-                        0,
-                    )
-                else:
-                    stale += 1
-                progress.history, progress.best = history, best_eval
+                improved = self._evaluate_and_keep(model, val_idx, encoded, evaluation, record, tolerance=1e-6)
+                stale = 0 if improved else stale + 1
+                progress.best = record.best
                 if on_evaluate is not None:
                     on_evaluate(progress)
                 if stale >= cfg.patience and update >= cfg.min_updates:
                     reason = "early stopping"
                     break
-        if best_state is None or (history and history[-1]["update"] != update and reason != "early stopping"):
+        history = record.history
+        if record.state is None or (history and history[-1]["update"] != update and reason != "early stopping"):
             # evaluate the last model too, so a run cut short by time or cancel keeps its best
-            evaluation = {
-                "update": update,
-                "train_loss": float(np.mean(running[-cfg.eval_every :])) if running else math.nan,
-            }
-            evaluation.update({f"val_{k}": v for k, v in self.evaluate(model, val_idx, encoded).items()})
+            train_loss = float(np.mean(running[-cfg.eval_every :])) if running else math.nan
+            evaluation = {"update": update, "train_loss": train_loss}
+            self._evaluate_and_keep(model, val_idx, encoded, evaluation, record, tolerance=0.0)
             evaluation["elapsed_s"] = time.perf_counter() - start
-            history.append(evaluation)
-            if evaluation["val_loss"] < best_loss or best_state is None:
-                best_loss, best_state, best_eval = evaluation["val_loss"], copy.deepcopy(model.state_dict()), evaluation
-        model.load_state_dict(best_state)
+        model.load_state_dict(record.state)
         model.eval()
-        metrics = {k[4:]: v for k, v in best_eval.items() if k.startswith("val_")}
-        metrics["best_update"] = best_eval["update"]
-        state = {"update": update, "best_loss": best_loss, "stop_reason": reason, "history": history}
+        metrics = {k[4:]: v for k, v in record.best.items() if k.startswith("val_")}
+        metrics["best_update"] = record.best["update"]
+        state = {"update": update, "best_loss": record.loss, "stop_reason": reason, "history": history}
         model.info = {
-            "target": asdict(self.specs[0]),
+            "target": asdict(self.spec),
             "training": asdict(cfg),
             "data": {**self.dataset.summary(), "n_train": int(len(train_idx)), "n_validation": int(len(val_idx))},
             "validation_metrics": metrics,
@@ -796,8 +797,8 @@ def train(
         train_indices, val_indices = trainer.split()
     train_indices, val_indices = np.asarray(train_indices), np.asarray(val_indices)
     result = trainer.run(train_indices, val_indices, on_update, on_evaluate, should_stop, resume_from)
-    if trainer.cfg.reference and trainer.specs[0].kind == "binary" and (trainer.dist is None or trainer.dist.is_main):
-        result.model.info["reference"] = reference_aucs(dataset, train_indices, val_indices, trainer.specs[0])
+    if trainer.cfg.reference and trainer.spec.kind == "binary" and (trainer.dist is None or trainer.dist.is_main):
+        result.model.info["reference"] = reference_aucs(dataset, train_indices, val_indices, trainer.spec)
     return result
 
 

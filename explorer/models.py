@@ -68,8 +68,8 @@ def select_model(path: str) -> None:
 
 
 def positive_class(model: DeepRC) -> tuple[str, str]:
-    """(target name, positive class) of the model's first target (classes[-1] for multiclass)."""
-    spec = model.config.target_specs()[0]
+    """(target name, positive class) of the model (classes[-1] for multiclass)."""
+    spec = model.config.target_spec()
     return spec.name, (spec.classes[-1] if spec.classes else spec.name)
 
 

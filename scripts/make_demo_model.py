@@ -108,7 +108,7 @@ def main() -> None:
     reps = [read_repertoire(f, max_length=model.config.max_length) for f in tqdm(meta["file"], desc="reading test set")]
     table = predict(model, reps)
     y = (meta["disease"] == "positive").to_numpy(int)
-    target = model.config.target_specs()[0]
+    target = model.config.target_spec()
     test_metrics = metrics_for(target, y, table["probability"].to_numpy())
     truth = read_truth(test_dir / "truth.tsv")
     truth = truth.assign(repertoire=truth["repertoire"].map(lambda s: s.split(".")[0]))

@@ -44,7 +44,7 @@ def test_scores_the_shipped_dataset(model) -> None:
     table = predict(model, reps)
     assert table["probability"].between(0, 1).all()
     y = (meta["disease"] == "positive").to_numpy(int)
-    metrics = metrics_for(model.config.target_specs()[0], y, table["probability"].to_numpy())
+    metrics = metrics_for(model.config.target_spec(), y, table["probability"].to_numpy())
     assert metrics["auc"] >= 0.95
 
 
@@ -54,7 +54,7 @@ def test_scores_the_shipped_dataset(model) -> None:
 )
 def test_scores_the_shipped_patients(model, name: str, positive: bool) -> None:
     score = score_repertoire(model, read_repertoire(ROOT / "sample_data" / "single" / name))
-    assert (score.predictions["disease"] > 0.5) == positive
+    assert (score.prediction > 0.5) == positive
 
 
 def test_card_figures_hold_on_fresh_simulated_repertoires(model) -> None:
@@ -67,11 +67,11 @@ def test_card_figures_hold_on_fresh_simulated_repertoires(model) -> None:
     for sim in simulated:
         rep = read_repertoire(sim.table.to_csv(sep="\t", index=False).encode(), name=sim.id)
         score = score_repertoire(model, rep)
-        probabilities.append(float(score.predictions["disease"]))
+        probabilities.append(float(score.prediction))
         labels.append(int(sim.positive))
         if sim.positive:
             witnesses = witness_mask(rep, known=sim.truth["sequence"].tolist())
             recalls.append(ranking_metrics(score.attention_logits[:, 0], witnesses)["recall@top1%"])
-    auc = metrics_for(model.config.target_specs()[0], np.array(labels), np.array(probabilities))["auc"]
+    auc = metrics_for(model.config.target_spec(), np.array(labels), np.array(probabilities))["auc"]
     assert auc >= card["held_out"]["auc"] - 0.05
     assert np.mean(recalls) >= card["held_out"]["witness_recall_top1pct"] - 0.1

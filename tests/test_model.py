@@ -307,6 +307,10 @@ def test_gradients_reach_every_parameter():
         ({"max_length": 0}, "max_length"),
         ({"max_length": 201}, "max_length"),
         ({"targets": []}, "at least one target"),
+        (
+            {"targets": [asdict(TargetSpec("a", "binary", ["x", "y"])), asdict(TargetSpec("b", "regression"))]},
+            "one target",
+        ),
         ({"targets": [asdict(TargetSpec("d", "binary", ["a", "b", "c"]))]}, "exactly two"),
         ({"targets": [asdict(TargetSpec("d", "multiclass", ["a"]))]}, "at least two"),
         ({"targets": [asdict(TargetSpec("d", "ordinal", ["a", "b"]))]}, "ordinal"),
@@ -321,29 +325,31 @@ def test_config_sizes():
     config = DeepRCConfig(n_kernels=8, v_genes=V_GENES, j_genes=J_GENES, use_counts=True, gene_embedding_dim=3)
     assert config.embedding_size == 8 and config.sequence_size == 8 + 3 + 3 + 1
     assert DeepRCConfig(embedding="lstm", lstm_units=5).embedding_size == 5
-    multi = DeepRCConfig(
-        targets=[asdict(TargetSpec("a", "multiclass", ["x", "y", "z"])), asdict(TargetSpec("b", "regression"))]
-    )
-    assert multi.n_outputs == 4
+    multi = DeepRCConfig(targets=[asdict(TargetSpec("a", "multiclass", ["w", "x", "y", "z"]))])
+    assert multi.n_outputs == 4 and multi.target_spec().name == "a"
     assert DeepRC(multi)(**_inputs(DeepRC(multi), [_repertoire(_sequences(5, seed=1))])).shape == (1, 4)
 
 
 def test_outputs_to_probabilities():
-    config = DeepRCConfig(
-        targets=[
-            asdict(TargetSpec("disease", "binary", ["neg", "pos"])),
-            asdict(TargetSpec("hla", "multiclass", ["A", "B", "C"])),
-            asdict(TargetSpec("age", "regression", [], mean=40.0, std=10.0)),
-        ]
+    def config(spec: TargetSpec) -> DeepRCConfig:
+        return DeepRCConfig(targets=[asdict(spec)])
+
+    binary = outputs_to_probabilities(
+        torch.tensor([[-30.0], [30.0], [0.0]]), config(TargetSpec("disease", "binary", ["neg", "pos"]))
     )
-    outputs = torch.tensor([[-30.0, 1.0, 2.0, 3.0, 0.5], [30.0, 0.0, 0.0, 0.0, -1.0], [0.0, -5.0, 5.0, 0.0, 0.0]])
-    probs = outputs_to_probabilities(outputs, config)
-    assert ((probs["disease"] >= 0) & (probs["disease"] <= 1)).all()
-    np.testing.assert_allclose(probs["disease"], [0.0, 1.0, 0.5], atol=1e-6)
-    assert probs["hla"].shape == (3, 3)
-    np.testing.assert_allclose(probs["hla"].sum(axis=1), 1, atol=1e-6)
-    assert probs["hla"][0].argmax() == 2 and probs["hla"][2].argmax() == 1
-    np.testing.assert_allclose(probs["age"], [45.0, 30.0, 40.0], atol=1e-5)
+    assert ((binary >= 0) & (binary <= 1)).all()
+    np.testing.assert_allclose(binary, [0.0, 1.0, 0.5], atol=1e-6)
+    hla = outputs_to_probabilities(
+        torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0], [-5.0, 5.0, 0.0]]),
+        config(TargetSpec("hla", "multiclass", ["A", "B", "C"])),
+    )
+    assert hla.shape == (3, 3)
+    np.testing.assert_allclose(hla.sum(axis=1), 1, atol=1e-6)
+    assert hla[0].argmax() == 2 and hla[2].argmax() == 1
+    age = outputs_to_probabilities(
+        torch.tensor([[0.5], [-1.0], [0.0]]), config(TargetSpec("age", "regression", [], mean=40.0, std=10.0))
+    )
+    np.testing.assert_allclose(age, [45.0, 30.0, 40.0], atol=1e-5)
 
 
 def test_resolve_device():

@@ -118,7 +118,7 @@ def _report_inputs(target: TargetSpec = BINARY, name: str = "rep<1>"):
 
 def test_the_html_report_holds_the_prediction_the_top_sequences_and_the_logo() -> None:
     model, repertoire, score, table, attributed = _report_inputs()
-    headline = prediction_headline(BINARY, score.predictions["disease"])
+    headline = prediction_headline(BINARY, score.prediction)
     png = b"\x89PNG fake logo bytes"
     page = repertoire_report_html(
         repertoire=repertoire,
@@ -145,7 +145,7 @@ def test_the_html_report_holds_the_prediction_the_top_sequences_and_the_logo() -
 
 def test_the_html_report_of_a_multiclass_model_names_the_predicted_class() -> None:
     model, repertoire, score, table, attributed = _report_inputs(MULTICLASS, name="rep1")
-    headline = prediction_headline(MULTICLASS, score.predictions["hla"])
+    headline = prediction_headline(MULTICLASS, score.prediction)
     kernels = [(b"w0", b"a0"), (b"w1", b"a1")]
     page = repertoire_report_html(
         repertoire=repertoire,

@@ -180,7 +180,7 @@ def test_early_stopping_restores_the_best_model(small):
 
 def test_multiclass_target_trains_and_reports_classification_metrics(small):
     result = train(small, replace(QUICK, target="hla", positive=None), QUICK_ARCH)
-    spec = result.model.config.target_specs()[0]
+    spec = result.model.config.target_spec()
     assert (spec.kind, spec.classes) == ("multiclass", ["A", "B", "C"])
     assert result.model.config.n_outputs == 3
     for key in ("auc", "balanced_accuracy", "f1"):
@@ -192,7 +192,7 @@ def test_multiclass_target_trains_and_reports_classification_metrics(small):
 
 def test_regression_target_trains_and_reports_r2_and_mae(small):
     result = train(small, replace(QUICK, target="age", positive=None), QUICK_ARCH)
-    spec = result.model.config.target_specs()[0]
+    spec = result.model.config.target_spec()
     ages = small.metadata["age"].astype(float)
     assert spec.kind == "regression"
     assert spec.mean == pytest.approx(ages.mean()) and spec.std == pytest.approx(ages.std(ddof=0))

@@ -63,7 +63,7 @@ def test_enrichment_finds_the_planted_motif_and_nothing_under_shuffled_labels(ra
         MOTIF[0] + "." + MOTIF[2:],
         MOTIF[:2] + "." + MOTIF[3],
     }
-    labels = trainer.targets[0][train_idx]
+    labels = trainer.y[train_idx]
     shuffled = np.random.default_rng(5).permutation(labels)
     while abs(np.corrcoef(shuffled, labels)[0, 1]) > 0.3:
         shuffled = np.random.default_rng(int(shuffled.sum() * 7 + 1)).permutation(labels)
@@ -73,7 +73,7 @@ def test_enrichment_finds_the_planted_motif_and_nothing_under_shuffled_labels(ra
 
 def test_a_witness_survives_the_reduction_once_the_attention_prefers_it(rare):
     trainer, model, encoded, train_idx = _seeded(rare)
-    positives = [int(i) for i in train_idx if trainer.targets[0][i] == 1]
+    positives = [int(i) for i in train_idx if trainer.y[i] == 1]
     selection = trainer.select(model, encoded, np.array(positives[:4]), np.random.default_rng(0))
     for b, i in enumerate(positives[:4]):
         witnesses = _witness_rows(encoded, i)
