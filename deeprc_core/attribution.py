@@ -169,42 +169,32 @@ class SequenceAttributions:
         )
 
 
-def resolve_output(
-    model: DeepRC, target: str | None = None, class_name: str | None = None, output_index: int | None = None
-) -> int:
-    """Index of the network output to explain.
+def resolve_output(model: DeepRC, class_name: str | None = None, output_index: int | None = None) -> int:
+    """Index of the network output to explain: the positive-class logit (binary), the (standardised) value
+    (regression) or the logit of ``class_name`` (multiclass).
 
     Parameters
     ----------
-    target
-        Target name; default the model's first target. Binary: its positive-class logit. Regression: its
-        (standardised) value. Multiclass: the logit of ``class_name``.
+    class_name
+        The class whose logit is explained; a multiclass model needs it.
     output_index
-        Explicit output index; overrides ``target`` and ``class_name``.
+        Explicit output index; overrides ``class_name``.
     """
     n_outputs = model.config.n_outputs
     if output_index is not None:
         if not 0 <= int(output_index) < n_outputs:
             raise DeepRCError(f"Output index {output_index} does not exist; this model has {n_outputs} output(s).")
         return int(output_index)
-    specs = model.config.target_specs()
-    start = 0
-    for spec in specs:
-        if target is None or spec.name == target:
-            if spec.kind != "multiclass":
-                return start
-            if class_name is None:
-                raise DeepRCError(
-                    f"Target '{spec.name}' has several classes ({', '.join(spec.classes)}); "
-                    "choose the class to explain."
-                )
-            if class_name not in spec.classes:
-                raise DeepRCError(
-                    f"Target '{spec.name}' has no class '{class_name}'; use one of {', '.join(spec.classes)}."
-                )
-            return start + spec.classes.index(class_name)
-        start += spec.n_outputs
-    raise DeepRCError(f"This model has no target '{target}'; its targets are {', '.join(s.name for s in specs)}.")
+    spec = model.config.target_spec()
+    if spec.kind != "multiclass":
+        return 0
+    if class_name is None:
+        raise DeepRCError(
+            f"Target '{spec.name}' has several classes ({', '.join(spec.classes)}); choose the class to explain."
+        )
+    if class_name not in spec.classes:
+        raise DeepRCError(f"Target '{spec.name}' has no class '{class_name}'; use one of {', '.join(spec.classes)}.")
+    return spec.classes.index(class_name)
 
 
 def background_frequencies(repertoire: Repertoire) -> np.ndarray:
@@ -371,7 +361,6 @@ def attribute_sequences(
     *,
     top: int = 100,
     explain: str = "attention",
-    target: str | None = None,
     class_name: str | None = None,
     output_index: int | None = None,
     head: int | None = None,
@@ -400,9 +389,9 @@ def attribute_sequences(
         attended), ``"contribution"`` (the repertoire output with one sequence at a time swapped in; what it
         adds) or ``"repertoire"`` (the repertoire output with all attributed sequences varying together; why
         the repertoire is positive).
-    target, class_name, output_index
-        The output to explain (see :func:`resolve_output`); default the positive-class logit of the first
-        (binary) target. Not used by ``explain="attention"``.
+    class_name, output_index
+        The output to explain (see :func:`resolve_output`); default the positive-class logit (binary). Not
+        used by ``explain="attention"``.
     head
         ``"attention"``: the head whose logit is explained (default 0). Otherwise: attribute only this
         attention head's contribution (the other heads' pooled vectors held fixed).
@@ -445,7 +434,7 @@ def attribute_sequences(
     if explain == "attention":
         output_index, head = None, 0 if head is None else head
     else:
-        output_index = resolve_output(model, target, class_name, output_index)
+        output_index = resolve_output(model, class_name, output_index)
     model.eval()
     device = model.device
 

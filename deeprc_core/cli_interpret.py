@@ -51,7 +51,6 @@ def run_attribute(args: argparse.Namespace) -> int:
             n_steps=args.steps,
             explain=args.explain,
             baseline=args.baseline,
-            target=args.target,
             head=args.head,
             batch_size=args.batch_size,
             on_batch=lambda done, _total: bar.update(done - bar.n),
@@ -94,7 +93,7 @@ def run_motifs(args: argparse.Namespace) -> int:
     repertoires = _repertoires(args.data, model, args.quiet)
     from deeprc_core.motifs import kernel_motifs
 
-    motifs = kernel_motifs(model, repertoires, top_n=args.top_n, target=args.target, motifs=args.motif or ())
+    motifs = kernel_motifs(model, repertoires, top_n=args.top_n, motifs=args.motif or ())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     motifs.summary.to_csv(out / "importance.tsv", sep="\t", index=False, float_format="%.6g")
@@ -141,13 +140,12 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "repertoire = why the repertoire is positive (all attributed sequences together)",
     )
     p.add_argument("--baseline", choices=BASELINES, default="zero", help="reference input (default zero)")
-    p.add_argument("--target", default=None, help="target to explain (default the model's first)")
     p.add_argument(
         "--head",
         type=int,
         default=None,
         help="attention head: the one whose logit is explained (--explain attention, default 0), or the only one whose "
-        "contribution is explained (the other targets)",
+        "contribution is explained (the other --explain modes)",
     )
     p.add_argument("--batch-size", type=int, default=128, help="sequences per integration batch (default 128)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -166,7 +164,6 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--kernels", type=int, default=None, help="draw logos of the N most important kernels only (default all)"
     )
-    p.add_argument("--target", default=None, help="target the importance refers to (default the model's first)")
     p.add_argument(
         "--motif",
         action="append",

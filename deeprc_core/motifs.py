@@ -565,7 +565,6 @@ def kernel_motifs(
     repertoires: Sequence[Repertoire] = (),
     *,
     top_n: int = 100,
-    target: str | None = None,
     class_name: str | None = None,
     output_index: int | None = None,
     pseudocount: float = 0.5,
@@ -585,7 +584,7 @@ def kernel_motifs(
         Sequences per kernel whose best k-mer enters its activation logo: the ``top_n`` sequences with the
         highest maximum activation over all given repertoires (the max over positions is what the model
         uses), each contributing the k-mer at its most activating position.
-    target, class_name, output_index
+    class_name, output_index
         Output the importance refers to (see :func:`~deeprc_core.attribution.resolve_output`).
     pseudocount
         Pseudocount of the information-content activation logos.
@@ -615,7 +614,7 @@ def kernel_motifs(
     if top_n < 1:
         raise DeepRCError("Use at least one sequence per kernel for its activation logo (top_n >= 1).")
     model.eval()
-    output_index = resolve_output(model, target, class_name, output_index)
+    output_index = resolve_output(model, class_name, output_index)
     n_kernels, k = model.convs[0].out_channels, model.config.kernel_size
     weight_logos = kernel_weight_logos(model)
     summary = pd.DataFrame(

@@ -272,8 +272,8 @@ def test_bad_requests_are_explained():
     with pytest.raises(DeepRCError, match="choose the class"):
         resolve_output(multi)
     assert resolve_output(multi, class_name="c") == 2
-    with pytest.raises(DeepRCError, match="no target"):
-        resolve_output(model, target="nope")
+    with pytest.raises(DeepRCError, match="no class"):
+        resolve_output(multi, class_name="nope")
 
 
 def test_cli_attribute_writes_the_table(tmp_path, capsys):
