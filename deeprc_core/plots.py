@@ -2,8 +2,10 @@
 
 Interactive plots are plotly :class:`go.Figure` objects (pages call ``st.plotly_chart``). Sequence logos are
 matplotlib :class:`~matplotlib.figure.Figure` objects made without pyplot (pyplot keeps global state and is
-not thread-safe inside a web server), drawn by logomaker (pages call ``st.pyplot``).
-:func:`figure_to_bytes` exports either kind.
+not thread-safe inside a web server), drawn by a small renderer here that stacks letters as logomaker does
+(same matrix convention and ``chemistry`` colours; pages call ``st.pyplot``). It draws a logo about 10 times
+faster than ``logomaker.Logo`` on the same figure (``benchmarks/bench_logo.py``); ``tests/test_logo_golden.py``
+holds its output to a reference image. :func:`figure_to_bytes` exports either kind.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 
-import logomaker
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -32,8 +33,10 @@ from deeprc_core.io import AMINO_ACIDS
 from deeprc_core.motifs import KernelMotifs
 
 EXPORT_FORMATS = ("png", "svg", "pdf")
-LOGO_COLORS = "chemistry"  # logomaker's amino-acid colour scheme by side-chain chemistry
-_LETTER_COLOURS = {a: tuple(c) for a, c in logomaker.src.colors.get_color_dict(LOGO_COLORS, AMINO_ACIDS).items()}
+LOGO_COLORS = "chemistry"  # the amino-acid colour scheme by side-chain chemistry, as logomaker names it
+# logomaker's "chemistry" scheme: polar green, amides purple, basic blue, acidic red, hydrophobic black
+_CHEMISTRY = {"GSTYC": (0, 0.5, 0), "QN": (0.5, 0, 0.5), "KRH": (0, 0, 1), "DE": (1, 0, 0), "AVLIPWFM": (0, 0, 0)}
+_LETTER_COLOURS = {a: colour for group, colour in _CHEMISTRY.items() for a in group}
 _WITNESS, _OTHER = "#d62728", "#1f77b4"
 
 
@@ -281,9 +284,11 @@ def _glyph(letter: str) -> MplPath:
 
 
 def _draw_logo(ax, matrix: pd.DataFrame, title: str | None) -> None:
-    """Stack letters as logomaker does (colour scheme ``chemistry``, smallest next to the axis, negative
-    values below it and upside down), drawing only letters taller than 0.1 % of the tallest column:
-    logomaker builds a glyph for every letter at every position, about ten times slower."""
+    """Stack letters as ``logomaker.Logo`` does (colour scheme ``chemistry``, smallest next to the axis,
+    negative values below it and upside down), drawing only letters taller than 0.1 % of the tallest column
+    as one collection of cached glyph outlines. ``logomaker.Logo`` builds a text path for every letter at every
+    position: on a 20- or 30-position logo it took 3-10 times longer to draw and save as PNG, 12-38 times
+    longer to build (``benchmarks/bench_logo.py``), which adds up on pages that draw a dozen logos."""
     missing = [a for a in AMINO_ACIDS if a not in matrix.columns]
     if missing:
         raise DeepRCError(f"A logo matrix needs one column per amino acid; it lacks {''.join(missing)}.")
