@@ -5,7 +5,8 @@ A repertoire becomes one feature vector:
 
 * :class:`KmerLogisticRegression` — the frequency of every amino-acid k-mer (k = 3 and 4 by default:
   8,000 + 160,000 features) over the repertoire's distinct junctions. Each junction counts once, whatever
-  its clone size, as a witness does for DeepRC's attention.
+  its clone size, as a witness does for DeepRC's attention. The windows are counted by
+  :func:`deeprc_core.kmers.count_patterns`, the counter behind the kernel seeding.
 * :class:`VJUsageLogisticRegression` — the share of the repertoire's junctions using each V gene and each
   J gene (the vocabulary is learned in ``fit``).
 
@@ -31,6 +32,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from deeprc_core.errors import DeepRCError
 from deeprc_core.io import AMINO_ACIDS, N_AMINO_ACIDS, Repertoire
+from deeprc_core.kmers import count_patterns
 
 DEFAULT_CS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # inner-CV grid of the inverse L1 penalty (scaled features)
 _NEW_PENALTY_API = tuple(int(p) for p in sklearn.__version__.split(".")[:2]) >= (1, 8)  # l1_ratio replaces penalty
@@ -54,16 +56,9 @@ def kmer_frequencies(codes: np.ndarray, lengths: np.ndarray, k: int) -> np.ndarr
         ``(20**k,)`` float64 summing to 1 (all zeros when no junction is ``k`` residues long). Index
         ``sum(code[i] * 20**(k - 1 - i))``, in the order of :func:`kmer_names`.
     """
-    codes = np.asarray(codes)
-    lengths = np.asarray(lengths, dtype=np.int64)
-    n_windows = codes.shape[1] - k + 1 if codes.ndim == 2 else 0
-    if n_windows < 1 or len(codes) == 0:
-        return np.zeros(N_AMINO_ACIDS**k)
-    index = np.zeros((len(codes), n_windows), dtype=np.int64)  # (N, W - k + 1): k-mer starting at each position
-    for offset in range(k):
-        index = index * N_AMINO_ACIDS + codes[:, offset : offset + n_windows]
-    valid = np.arange(n_windows)[None, :] <= (lengths - k)[:, None]  # windows that stay inside the junction
-    counts = np.bincount(index[valid], minlength=N_AMINO_ACIDS**k).astype(np.float64)
+    counts = count_patterns(np.asarray(codes), np.asarray(lengths, dtype=np.int64), (tuple(range(k)),))
+    # kmers codes the first residue as the lowest digit; reversing the k residue axes puts it first (AAA, AAC, ...)
+    counts = counts.reshape((N_AMINO_ACIDS,) * k).transpose().ravel()
     total = counts.sum()
     return counts / total if total else counts
 

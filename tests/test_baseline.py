@@ -31,6 +31,38 @@ def test_kmer_frequencies_count_windows_inside_each_junction():
     assert not kmer_frequencies(rep.codes, rep.lengths, 6).any()  # no junction is 6 long
 
 
+def _string_kmer_frequencies(sequences: list[str], k: int) -> dict[str, float]:
+    """k-mer frequencies counted on the strings themselves: the reference the encoded counting must match."""
+    counts: dict[str, int] = {}
+    for seq in sequences:
+        for start in range(len(seq) - k + 1):
+            counts[seq[start : start + k]] = counts.get(seq[start : start + k], 0) + 1
+    total = sum(counts.values())
+    return {kmer: n / total for kmer, n in counts.items()}
+
+
+def test_kmer_feature_matrix_matches_string_counts():
+    repertoires = [make_repertoire("a", ["CASSLF", "CAS"]), make_repertoire("b", ["CWQHF", "GG"])]
+    model = KmerLogisticRegression(k=(3, 4))
+    X = model._features(repertoires)
+    names = model.get_feature_names_out()
+    assert X.shape == (2, 8000 + 160000) and names[0] == "AAA" and names[1] == "AAC" and names[8000] == "AAAA"
+    for row, rep in zip(X, repertoires):
+        expected = {
+            **_string_kmer_frequencies(list(rep.sequences), 3),
+            **_string_kmer_frequencies(list(rep.sequences), 4),
+        }
+        assert dict(zip(names[row > 0], row[row > 0])) == pytest.approx(expected)
+    third = pytest.approx(1 / 3)
+    assert dict(zip(names[X[1] > 0], X[1][X[1] > 0])) == {
+        "CWQ": third,
+        "WQH": third,
+        "QHF": third,
+        "CWQH": 0.5,
+        "WQHF": 0.5,
+    }
+
+
 def test_kmer_baseline_separates_planted_positives_on_new_repertoires():
     train, _ = planted_repertoires(30, 200, rate=0.05, seed=1)
     test, _ = planted_repertoires(20, 200, rate=0.05, seed=2)
