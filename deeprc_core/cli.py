@@ -110,6 +110,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         kernel_size=args.kernel_size,
         n_kernels=args.n_kernels,
         n_layers=args.n_layers,
+        lstm_units=args.lstm_units,
         n_heads=args.n_heads,
         embedding=args.embedding,
         use_counts=args.use_counts,
@@ -359,18 +360,29 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the k-mer and V/J logistic-regression references on the validation split",
     )
-    p.add_argument("--kernel-size", type=int, default=9, help="CNN kernel width (odd)")
-    p.add_argument("--n-kernels", type=int, default=32, help="CNN kernels")
-    p.add_argument("--n-layers", type=int, default=1, help="CNN layers")
-    p.add_argument("--n-heads", type=int, default=1, help="attention heads")
-    p.add_argument("--embedding", default="cnn", choices=["cnn", "lstm"], help="sequence embedding network")
+    from deeprc_core.model import DeepRCConfig
+
+    m = DeepRCConfig()
+    p.add_argument(
+        "--embedding",
+        default=m.embedding,
+        choices=["cnn", "lstm"],
+        help="sequence embedding h(): cnn (as in the paper; kernel motifs, seeded start) or lstm (default %(default)s)",
+    )
+    p.add_argument("--kernel-size", type=int, default=m.kernel_size, help="CNN kernel width (odd; default %(default)s)")
+    p.add_argument("--n-kernels", type=int, default=m.n_kernels, help="CNN kernels per layer (default %(default)s)")
+    p.add_argument("--n-layers", type=int, default=m.n_layers, help="CNN layers (default %(default)s)")
+    p.add_argument("--lstm-units", type=int, default=m.lstm_units, help="LSTM hidden size (default %(default)s)")
+    p.add_argument("--n-heads", type=int, default=m.n_heads, help="attention heads (default %(default)s)")
     genes = p.add_mutually_exclusive_group()
     genes.add_argument(
         "--use-genes", action="store_true", help="learn V/J gene embeddings (default: when the data has gene calls)"
     )
     genes.add_argument("--no-genes", action="store_true", help="ignore V/J genes")
     p.add_argument("--use-counts", action="store_true", help="join log(1 + count) to each sequence")
-    p.add_argument("--max-length", type=int, default=40, help="drop junctions longer than this")
+    p.add_argument(
+        "--max-length", type=int, default=m.max_length, help="drop junctions longer than this (default %(default)s)"
+    )
     p.add_argument(
         "--cv",
         type=int,
