@@ -192,7 +192,6 @@ def init(device: str = "auto") -> Context | None:
     NCCL (with Gloo for CPU messages) when the run computes on CUDA, Gloo otherwise. Each process uses the GPU
     of its ``LOCAL_RANK``. Calling it again, or in a process whose group is already open, returns the same
     context."""
-    global _context
     if current() is not None:
         return _context if _context is not None else _adopt()
     if not launched():
@@ -208,16 +207,18 @@ def init(device: str = "auto") -> Context | None:
         dist.init_process_group(backend=backend, timeout=TIMEOUT)
     except (RuntimeError, ValueError) as exc:
         raise DeepRCError(f"Could not join the distributed run ({exc}). Start it with torchrun.") from exc
-    _context = Context(dist.get_rank(), dist.get_world_size(), local_rank, backend, owned=True)
-    _context._patient = dist.new_group(backend="gloo", timeout=PATIENT_TIMEOUT)
-    return _context
+    return _record(local_rank, backend, owned=True)
 
 
 def _adopt() -> Context:
     """A context for a process group someone else opened (a test, a notebook)."""
+    return _record(int(os.environ.get("LOCAL_RANK", dist.get_rank())), str(dist.get_backend()), owned=False)
+
+
+def _record(local_rank: int, backend: str, owned: bool) -> Context:
+    """Keep the open group's context, with its patient Gloo group for long waits on rank 0."""
     global _context
-    local_rank = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
-    _context = Context(dist.get_rank(), dist.get_world_size(), local_rank, str(dist.get_backend()), owned=False)
+    _context = Context(dist.get_rank(), dist.get_world_size(), local_rank, backend, owned=owned)
     _context._patient = dist.new_group(backend="gloo", timeout=PATIENT_TIMEOUT)
     return _context
 
