@@ -207,8 +207,14 @@ def background_frequencies(repertoire: Repertoire) -> np.ndarray:
 
 
 def _check_head(model: DeepRC, head: int | None) -> None:
-    if head is not None and not 0 <= head < model.config.n_heads:
-        raise DeepRCError(f"Attention head {head} does not exist; this model has {model.config.n_heads} head(s).")
+    """``head`` is a 0-based index (the table column ``attention_h{head + 1}``; the command line's ``--head`` is
+    numbered from 1 and converted before it gets here)."""
+    n = model.config.n_heads
+    if head is not None and not 0 <= head < n:
+        raise DeepRCError(
+            f"Attention head index {head} does not exist; this model has {n} head(s), indexed 0 to {n - 1} "
+            f"(attention_h1 to attention_h{n} in the attention table)."
+        )
 
 
 class _FixedContext:

@@ -36,6 +36,15 @@ def _at_least_one(args: argparse.Namespace, *names: str) -> None:
             raise DeepRCError(f"--{name.replace('_', '-')} must be at least 1, not {value}.")
 
 
+def _head_index(head: int | None, model: DeepRC) -> int | None:
+    """``--head`` is numbered from 1, as the attention table's ``attention_h1``, ``attention_h2`` columns; the
+    library takes the 0-based index."""
+    n = model.config.n_heads
+    if head is not None and not 1 <= head <= n:
+        raise DeepRCError(f"--head {head} does not exist; this model has {n} attention head(s), numbered 1 to {n}.")
+    return None if head is None else head - 1
+
+
 def run_attribute(args: argparse.Namespace) -> int:
     """``attribute``: integrated gradients of the top-attended sequences of one repertoire, as a TSV."""
     _at_least_one(args, "top", "steps", "batch_size")
@@ -51,7 +60,7 @@ def run_attribute(args: argparse.Namespace) -> int:
             n_steps=args.steps,
             explain=args.explain,
             baseline=args.baseline,
-            head=args.head,
+            head=_head_index(args.head, model),
             batch_size=args.batch_size,
             on_batch=lambda done, _total: bar.update(done - bar.n),
         )
@@ -144,8 +153,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "--head",
         type=int,
         default=None,
-        help="attention head: the one whose logit is explained (--explain attention, default 0), or the only one whose "
-        "contribution is explained (the other --explain modes)",
+        help="attention head, numbered from 1 as the attention table's attention_h1, attention_h2 columns: the one "
+        "whose logit is explained (--explain attention, default 1), or the only one whose contribution is explained "
+        "(the other --explain modes; default all heads)",
     )
     p.add_argument("--batch-size", type=int, default=128, help="sequences per integration batch (default 128)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

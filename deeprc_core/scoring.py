@@ -141,15 +141,16 @@ def predict_files(
 
 
 def attention_order(score: RepertoireScore) -> np.ndarray:
-    """Row positions of a repertoire's sequences from highest to lowest attention (head 1; ties keep file
-    order): the order of :func:`attention_table`."""
+    """Row positions of a repertoire's sequences from highest to lowest attention (the first head, column
+    ``attention_h1``; ties keep file order): the order of :func:`attention_table`."""
     return np.argsort(-score.attention_logits[:, 0], kind="stable")
 
 
 def attention_table(model: DeepRC, repertoire: Repertoire, score: RepertoireScore | None = None) -> pd.DataFrame:
-    """One row per kept sequence, sorted by attention (head 1): ``sequence``, ``count``, ``v_call``,
+    """One row per kept sequence, sorted by attention (the first head): ``sequence``, ``count``, ``v_call``,
     ``j_call``, ``attention`` (softmax weight over the whole repertoire), ``attention_logit``, ``rank``
-    (1 = highest). With several heads, ``attention_h{i}`` / ``attention_logit_h{i}`` are added per head."""
+    (1 = highest). With several heads, ``attention_h{i}`` / ``attention_logit_h{i}`` are added per head,
+    numbered from 1 as users count (``attention_h1`` is the library's head index 0)."""
     score = score or score_repertoire(model, repertoire)
     table = pd.DataFrame(
         {

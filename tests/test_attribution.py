@@ -276,6 +276,27 @@ def test_bad_requests_are_explained():
         resolve_output(multi, class_name="nope")
 
 
+def test_cli_head_is_numbered_from_one_as_the_attention_table(tmp_path):
+    """``--head 1`` is the attention table's ``attention_h1`` (the library's head index 0); 0 does not exist."""
+    model, repertoires, _ = trained()
+    save_model(model, tmp_path / "model")
+    rep = repertoires[1]
+    pd.DataFrame({"junction_aa": rep.sequences}).to_csv(tmp_path / "rep.tsv", sep="\t", index=False)
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers(dest="command"))
+    base = ["attribute", "--model", str(tmp_path / "model"), str(tmp_path / "rep.tsv"), "--top", "3", "--steps", "8"]
+    args = parser.parse_args([*base, "--out", str(tmp_path / "h1.tsv"), "--head", "1", "--quiet"])
+    assert args.func(args) == 0
+    expected = attribute_sequences(model, rep, top=3, n_steps=8, head=0).to_frame()["attribution"]
+    np.testing.assert_allclose(
+        pd.read_csv(tmp_path / "h1.tsv", sep="\t")["attribution"], expected, rtol=1e-4, atol=1e-6
+    )
+    for head in ("0", "2"):
+        args = parser.parse_args([*base, "--out", str(tmp_path / "x.tsv"), "--head", head])
+        with pytest.raises(DeepRCError, match="numbered 1 to 1"):
+            args.func(args)
+
+
 def test_cli_attribute_writes_the_table(tmp_path, capsys):
     model, repertoires, _ = trained()
     save_model(model, tmp_path / "model")
