@@ -429,7 +429,28 @@ class DeepRC(nn.Module):
                 best = F.selu(act.amax(dim=1), inplace=True)  # max before SELU: SELU is increasing
                 out.index_copy_(0, order[s:e], best)  # back to input order
         return out
-        return out
+
+    def representation(
+        self,
+        codes: torch.Tensor | np.ndarray,
+        lengths: torch.Tensor | np.ndarray,
+        v_index: torch.Tensor | None = None,
+        j_index: torch.Tensor | None = None,
+        counts: torch.Tensor | None = None,
+        *,
+        dense: bool = False,
+    ) -> torch.Tensor:
+        """Every sequence's representation z ``(N, D)`` from encoded sequences ``(N, W)``: h() (the fast
+        :meth:`embed`, or :meth:`embed_dense` with ``dense``, which runs every convolution module, e.g. under a
+        forward hook), then gene embeddings and the log count joined (:meth:`represent`). The one place where
+        embed -> genes -> counts is assembled; gradients flow to the weights unless the caller disables them."""
+        with autocast(self.device):
+            if dense:
+                codes, lengths = torch.as_tensor(codes).to(self.device), torch.as_tensor(lengths).to(self.device)
+                embeddings = self.embed_dense(codes, lengths.long())
+            else:
+                embeddings = self.embed(codes, lengths)
+        return self.represent(embeddings.float(), v_index, j_index, counts)
 
     # ------------------------------------------------------------------------------------------------
     # f(), pooling, o()

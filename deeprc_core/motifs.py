@@ -546,16 +546,11 @@ def _kernel_importance(model: DeepRC, repertoires: Sequence[Repertoire], output_
                     ablated[:, c] = 0.0  # SELU(max) of kernel c set to 0
                     drops[r, c] = full - float(model.outputs_from_representation(ablated)[0][output_index])
                 continue
-            v_index, j_index = model.gene_indices(rep.v_call, rep.j_call)
-            counts = torch.as_tensor(np.asarray(rep.counts, dtype=np.float32))
-            codes = torch.as_tensor(np.asarray(rep.codes)).to(model.device)
-            lengths = torch.as_tensor(np.asarray(rep.lengths)).to(model.device)
-            dense = model.represent(model.embed_dense(codes, lengths), v_index, j_index, counts)
-            full = float(model.outputs_from_representation(dense)[0][output_index])  # same path as the ablations
+            dense = repertoire_representation(model, rep, dense=True)  # the path the ablation hook acts on
+            full = float(model.outputs_from_representation(dense)[0][output_index])
             for c in range(n_kernels):
                 with _ablated(model, c):
-                    emb = model.embed_dense(codes, lengths)
-                ablated = model.represent(emb, v_index, j_index, counts)
+                    ablated = repertoire_representation(model, rep, dense=True)
                 drops[r, c] = full - float(model.outputs_from_representation(ablated)[0][output_index])
     return drops
 

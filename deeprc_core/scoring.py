@@ -17,7 +17,7 @@ import torch
 
 from deeprc_core.errors import DeepRCError
 from deeprc_core.io import Repertoire, read_repertoire
-from deeprc_core.model import DeepRC, autocast, outputs_to_probabilities
+from deeprc_core.model import DeepRC, outputs_to_probabilities
 
 
 @dataclass
@@ -32,15 +32,13 @@ class RepertoireScore:
 
 
 @torch.inference_mode()
-def repertoire_representation(model: DeepRC, repertoire: Repertoire) -> torch.Tensor:
-    """Every sequence's representation z ``(N, D)``: embedding joined with genes and counts."""
+def repertoire_representation(model: DeepRC, repertoire: Repertoire, dense: bool = False) -> torch.Tensor:
+    """Every sequence's representation z ``(N, D)``: embedding joined with genes and counts
+    (:meth:`DeepRC.representation`; ``dense`` as there)."""
     model.eval()
-    device = model.device
-    with autocast(device):
-        embeddings = model.embed(repertoire.codes, repertoire.lengths).float()
     v_index, j_index = model.gene_indices(repertoire.v_call, repertoire.j_call)
-    counts = torch.as_tensor(repertoire.counts, dtype=torch.float32)
-    return model.represent(embeddings, v_index, j_index, counts)
+    counts = torch.as_tensor(np.asarray(repertoire.counts, dtype=np.float32))
+    return model.representation(repertoire.codes, repertoire.lengths, v_index, j_index, counts, dense=dense)
 
 
 @torch.inference_mode()
