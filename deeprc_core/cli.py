@@ -92,6 +92,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         n_sequences=args.n_sequences,
         n_kept=args.n_kept,
+        rerank_every=args.rerank_every,
         top_fraction=args.top_fraction,
         full_softmax=not args.paper_softmax,
         learning_rate=args.learning_rate,
@@ -334,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=t.top_fraction,
         help="instead of --n-kept: share of the ranked sequences kept (the paper: 0.1)",
+    )
+    p.add_argument(
+        "--rerank-every",
+        type=int,
+        default=t.rerank_every,
+        help="rank a repertoire's sequences anew on every N-th draw of it (1 = every draw; between, reuse the ranking)",
     )
     p.add_argument(
         "--paper-softmax",

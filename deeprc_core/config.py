@@ -26,6 +26,8 @@ class TrainingConfig:
     )
     n_kept: int = 128  # sequences per repertoire kept by attention (highest first) for the gradient pass
     top_fraction: float | None = None  # instead of n_kept: share of the ranked sequences kept (the paper: 0.1)
+    rerank_every: int = 4  # a repertoire's sequences are ranked anew on every 4th draw of it; the draws between
+    # reuse that ranking and its softmax constants (1 = rank on every draw)
     full_softmax: bool = True  # non-kept sequences stay in the softmax and the pooled sum as constants, so the
     # training forward pass equals scoring on the whole repertoire; False = softmax over the kept ones only (the paper)
     warmup_updates: int = 100  # updates that train only the output network o() before h() and f() are fine-tuned
@@ -57,6 +59,7 @@ _COUNTS = {  # whole-number settings: smallest allowed value (None allowed where
     "batch_size": 1,
     "n_sequences": 1,
     "n_kept": 1,
+    "rerank_every": 1,
     "eval_every": 1,
     "patience": 1,
     "min_updates": 0,

@@ -67,6 +67,18 @@ def _t_statistics(sums: np.ndarray, squares: np.ndarray, n: np.ndarray, floor: f
     return (mean[1] - mean[0]) / se
 
 
+@dataclass
+class Enrichment:
+    """Per-class enrichment of per-repertoire features (rows: one per class; one row for binary and regression)."""
+
+    t: np.ndarray  # (C, F) Welch t of the class against the rest (correlation t for regression)
+    threshold: float  # the t that an enriched feature must beat (shuffled labels, MIN_T)
+    classes: np.ndarray  # (C,) class index of each row
+    mean: np.ndarray  # (F,) mean over all repertoires
+    inside: np.ndarray  # (C, F) mean over the class's repertoires (regression: all)
+    outside: np.ndarray  # (C, F) mean over the other repertoires (regression: all)
+
+
 def enrichment(
     features: Callable[[int], np.ndarray],
     n_repertoires: int,
@@ -74,13 +86,11 @@ def enrichment(
     kind: str,
     unit: float,
     seed: int = 0,
-) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+) -> Enrichment:
     """Enrichment statistics of per-repertoire features, and the threshold that shuffled labels set.
 
     ``features(i)`` returns repertoire ``i``'s feature vector (rates); ``unit`` is the rate one occurrence
     adds in a typical repertoire (it floors the standard error so a pattern seen once is no signal).
-    Returns ``(t (C, F), threshold, classes, mean (F,))``: one row of t per class (one row for binary and
-    regression), and each feature's mean over all repertoires.
     Only per-class sums and squares are kept, so memory does not grow with the number of repertoires.
     """
     labels = np.asarray(labels)
@@ -112,7 +122,8 @@ def enrichment(
                     sums[s, c, member] += x
                     squares[s, c, member] += x2
     if sums is None:
-        return np.zeros((n_classes, 0)), np.inf, classes, np.zeros(0)
+        empty = np.zeros((n_classes, 0))
+        return Enrichment(empty, np.inf, classes, np.zeros(0), empty, empty)
     stats = np.zeros((len(label_sets), n_classes, sums.shape[-1]))
     floor = unit**2 / n_repertoires**2
     for s in range(len(label_sets)):
@@ -132,7 +143,13 @@ def enrichment(
                     continue
                 stats[s, c] = _t_statistics(sums[s, c], squares[s, c], counts, floor)
     threshold = max(MIN_T, NULL_MARGIN * float(stats[1:].max()))
-    return stats[0], threshold, classes, sums[0, 0].sum(axis=0) / n_repertoires
+    if kind == "regression":
+        sizes = np.full((n_classes, 2), float(n_repertoires))
+        sums[0, :, 1] = sums[0, :, 0]
+    else:
+        sizes = np.stack([[n_repertoires - g.sum(), g.sum()] for g in groups[0]])  # (C, 2)
+    means = sums[0] / np.maximum(sizes, 1)[:, :, None]  # (C, 2, F)
+    return Enrichment(stats[0], threshold, classes, sums[0, 0].sum(axis=0) / n_repertoires, means[:, 1], means[:, 0])
 
 
 def enriched_patterns(
@@ -167,7 +184,8 @@ def enriched_patterns(
         return count_patterns(codes, lengths, shapes) * (1000.0 / max(len(codes), 1))  # per 1,000 sequences
 
     unit = 1000.0 / max(len(repertoires(0)[0]), 1) if n_repertoires else 1.0  # one occurrence, per 1,000
-    stats, threshold, classes, mean = enrichment(rates, n_repertoires, labels, kind, unit, seed)
+    found_stats = enrichment(rates, n_repertoires, labels, kind, unit, seed)
+    stats, threshold, classes, mean = found_stats.t, found_stats.threshold, found_stats.classes, found_stats.mean
     n_classes, n_features = stats.shape
     found: list[EnrichedPattern] = []
     # strongest first, classes taking turns so every class gets its own detectors
@@ -231,14 +249,24 @@ def enriched_genes(
 
     v0, j0 = genes(0)
     unit = 1000.0 / max(len(v0) if v0 is not None else len(j0), 1)
-    stats, threshold, _, _ = enrichment(usage, n_repertoires, labels, kind, unit, seed)
-    best = stats.max(axis=0)  # enriched in any class
-    best[0] = best[n_v] = 0.0  # unknown genes carry no signal
-    if best.max() <= threshold:
+    found = enrichment(usage, n_repertoires, labels, kind, unit, seed)
+    stats = found.t.copy()
+    stats[:, 0] = stats[:, n_v] = 0.0  # unknown genes carry no signal
+    if stats.max() <= found.threshold:
         return {}, {}
-    # once one gene clears the shuffled-label threshold, every nominally enriched gene (t > 2) is weighed by
-    # its t: like a logistic regression on gene usage, the signal is spread over many genes
-    weight = np.where(best > GENE_MIN_T, best / best.max(), 0.0)
+    # once one gene clears the shuffled-label threshold, every nominally enriched gene (t > 2) is weighed by the
+    # log ratio of its usage in the class and outside it (one pseudo-occurrence each side): the evidence one
+    # sequence of that gene gives, as in a naive Bayes classifier on gene usage. A common gene with a small
+    # excess (large t, small ratio) gets little weight; a rare gene mostly used by witnesses gets much.
+    if kind == "regression":
+        evidence = stats
+    else:
+        pseudo = 2.0 * unit / n_repertoires
+        evidence = np.log((found.inside + pseudo) / (found.outside + pseudo))
+    weight = np.where(stats > GENE_MIN_T, np.maximum(evidence, 0.0), 0.0).max(axis=0)
+    if weight.max() <= 0:
+        return {}, {}
+    weight = weight / weight.max()
     as_dict = lambda w: {int(g): float(w[g]) for g in np.flatnonzero(w)}  # noqa: E731
     return as_dict(weight[:n_v]), as_dict(weight[n_v:])
 
@@ -300,7 +328,8 @@ def seed_model(
     of all but one residue at -0.5. Attention hidden unit ``k`` reads that kernel, and the attention logit
     reads the unit (head ``k % n_heads``) with the gain of :func:`attention_gain` for the pattern's share. Enriched V (J) genes get their weight on the first dimension of their
     gene embedding (every other gene 0), read by the next attention unit with the gain of
-    :func:`attention_gain` for their mean share of a repertoire (``gene_shares``). Returns the seeded kernels.
+    :func:`attention_gain` for their mean share of a repertoire (``gene_shares``). Returns the seeded features
+    of the sequence representation (kernel indices, then the gene-embedding dimension of each seeded gene unit).
     """
     if model.config.embedding != "cnn":
         return []
@@ -331,6 +360,7 @@ def seed_model(
             embedding.weight[:, 0] = 0.0
             embedding.weight[list(enriched), 0] = torch.tensor(list(enriched.values()), dtype=embedding.weight.dtype)
             _seed_attention_unit(model, unit, feature, attention_gain(share, GENE_UNIT_DIFFERENCE))
+            seeded.append(feature)
             unit += 1
         feature += model.config.gene_embedding_dim
     if unit and len(model.attention) > 1:  # the random units start quiet, so the seeded ones rank the sequences

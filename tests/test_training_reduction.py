@@ -151,3 +151,51 @@ def test_gene_enrichment_finds_the_planted_gene_and_its_gain_balances_the_attent
     assert lift == pytest.approx(np.log(0.97 / 0.03))
     weight = 0.03 * np.exp(lift) / (0.03 * np.exp(lift) + 0.97)
     assert weight == pytest.approx(0.5)
+
+
+def test_gene_weights_follow_the_evidence_per_sequence_not_the_t_statistic():
+    """A common gene with a small excess (large t, ratio ~1.1) weighs less than a rare gene that witnesses use."""
+    rng = np.random.default_rng(1)
+    labels = np.array([0, 1] * 30)
+    reps = []
+    for y in labels:
+        v = rng.choice([1, 2, 3, 4], size=2000, p=[0.4, 0.3, 0.2, 0.1])  # gene 1 common
+        if y:
+            v[:80] = 1  # +80 of gene 1 on ~800: large t, evidence log(1.1) per sequence
+            v[80:100] = 5  # gene 5 only in positives: 20 sequences, strong evidence per sequence
+        reps.append(v)
+    v_genes, _ = enriched_genes(lambda k: (reps[k], None), 6, 1, len(reps), labels, "binary")
+    assert v_genes[5] == 1.0
+    assert v_genes.get(1, 0.0) < 0.2
+
+
+def test_the_probe_reads_the_seeded_detectors_only(rare):
+    trainer, model, encoded, train_idx = _seeded(rare)
+    assert trainer.seeded_features
+    trainer.probe(model, encoded, train_idx)
+    weight = model.output[-1].weight.detach()[0]
+    seeded = torch.zeros_like(weight, dtype=torch.bool)
+    seeded[trainer.seeded_features] = True
+    assert torch.all(weight[~seeded] == 0) and torch.any(weight[seeded] != 0)
+    # and the head it fitted separates the training repertoires
+    outputs = trainer.outputs(model, train_idx, encoded)[:, 0].numpy()
+    labels = trainer.y[train_idx]
+    assert outputs[labels == 1].min() > outputs[labels == 0].max()
+
+
+def test_a_ranking_is_reused_for_rerank_every_draws_then_renewed(rare):
+    trainer, model, encoded, train_idx = _seeded(rare, replace(CONFIG, rerank_every=2))
+    batch, rng = train_idx[:2], np.random.default_rng(3)
+    first = trainer.select(model, encoded, batch, rng)
+    with torch.no_grad():  # h() changes: a reused ranking keeps the old order, a renewed one follows the change
+        model.convs[0].weight.mul_(-1.0)
+    second = trainer.select(model, encoded, batch, rng)
+    assert all(np.array_equal(a, b) for a, b in zip(first.kept, second.kept))
+    torch.testing.assert_close(first.rest_sum, second.rest_sum)
+    third = trainer.select(model, encoded, batch, rng)
+    assert not all(np.array_equal(a, b) for a, b in zip(first.kept, third.kept))
+    # the renewed ranking is exact again: the training forward pass equals scoring
+    model.train()
+    outputs = trainer.forward(model, third, len(batch)).detach()
+    scored = torch.stack([trainer.outputs(model, np.array([i]), encoded)[0] for i in batch])
+    torch.testing.assert_close(outputs, scored, atol=1e-4, rtol=1e-4)
