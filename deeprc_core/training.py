@@ -229,6 +229,10 @@ class _EncodedRepertoire:
             torch.cat([p.counts for p in parts]),
         )
 
+    def representation(self, model: DeepRC) -> torch.Tensor:
+        """Every sequence's representation z ``(N, D)`` under ``model`` (:meth:`DeepRC.representation`)."""
+        return model.representation(self.codes, self.lengths, self.v, self.j, self.counts)
+
     def subset(self, rows: torch.Tensor) -> _EncodedRepertoire:
         """The sequences at ``rows`` (a 1-D index tensor)."""
         idx = rows.numpy()
@@ -476,7 +480,7 @@ class _Trainer:
         model.eval()
         rows = []
         for i in train_idx:
-            z = self._representation(model, encoded.get(int(i)))
+            z = encoded.get(int(i)).representation(model)
             weights = model.attention_weights(model.attention_logits(z), None, 1)
             rows.append(model.pool(z, weights, None, 1)[0].float().cpu().numpy())  # (H * D,)
         x, y, spec = np.stack(rows), self.y[train_idx], self.spec
@@ -506,13 +510,6 @@ class _Trainer:
         coef, intercept = full, intercept - (coef / scale) @ centre
         layer.weight.copy_(torch.as_tensor(coef, dtype=layer.weight.dtype))
         layer.bias.copy_(torch.as_tensor(intercept, dtype=layer.bias.dtype))
-
-    def _representation(self, model: DeepRC, rep: _EncodedRepertoire) -> torch.Tensor:
-        """Every sequence's representation z ``(N, D)``: fast embedding joined with genes and counts (no
-        gradient; the trainer's twin of :func:`deeprc_core.scoring.repertoire_representation`)."""
-        with autocast(self.device):
-            emb = model.embed(rep.codes, rep.lengths).float()
-        return model.represent(emb, rep.v, rep.j, rep.counts)
 
     def _n_kept(self, n: int) -> int:
         if self.cfg.top_fraction is not None:
@@ -549,7 +546,7 @@ class _Trainer:
             rankings.append(ranking)
             offers.append(offered)
         if fresh_subs:  # one fast embedding of all repertoires to rank (one lookup table, large length groups)
-            z_all = self._representation(model, _EncodedRepertoire.concat(fresh_subs))
+            z_all = _EncodedRepertoire.concat(fresh_subs).representation(model)
             logits_all = model.attention_logits(z_all).float()  # (N_fresh, H)
             bounds = np.cumsum([0] + [len(sub.lengths) for sub in fresh_subs])
             for k, b in enumerate(fresh):
@@ -636,7 +633,7 @@ class _Trainer:
             rep = encoded.get(int(i))
             if cap and cap < len(rep.lengths):
                 rep = rep.subset(torch.from_numpy(np.sort(rng.choice(len(rep.lengths), size=cap, replace=False))))
-            z = self._representation(model, rep)
+            z = rep.representation(model)
             rows.append(model.outputs_from_representation(z)[0])
         if self.dist is not None:  # validation shared out over the ranks: every rank gets all rows
             return self.dist.gather_rows(rows, np.flatnonzero(mine), len(indices), self.device)
