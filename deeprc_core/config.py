@@ -18,7 +18,7 @@ class TrainingConfig:
     target: str = "disease"  # metadata column to predict
     positive: str | None = None  # value of the positive class (binary); None = infer from the column
     task: str = "auto"  # "auto", "binary", "multiclass" or "regression"
-    max_updates: int = 3000  # upper bound on parameter updates
+    max_updates: int = 10000  # upper bound on parameter updates (the time budget or early stopping ends most runs)
     max_minutes: float | None = 5.0  # wall-clock budget; None = no limit
     batch_size: int = 4  # repertoires per update
     n_sequences: int | None = (
@@ -26,7 +26,7 @@ class TrainingConfig:
     )
     n_kept: int = 128  # sequences per repertoire kept by attention (highest first) for the gradient pass
     top_fraction: float | None = None  # instead of n_kept: share of the ranked sequences kept (the paper: 0.1)
-    rerank_every: int = 4  # a repertoire's sequences are ranked anew on every 4th draw of it; the draws between
+    rerank_every: int = 16  # a repertoire's sequences are ranked anew on every 16th draw of it; the draws between
     # reuse that ranking and its softmax constants (1 = rank on every draw)
     full_softmax: bool = True  # non-kept sequences stay in the softmax and the pooled sum as constants, so the
     # training forward pass equals scoring on the whole repertoire; False = softmax over the kept ones only (the paper)
