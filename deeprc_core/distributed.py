@@ -192,7 +192,7 @@ def init(device: str = "auto") -> Context | None:
     NCCL (with Gloo for CPU messages) when the run computes on CUDA, Gloo otherwise. Each process uses the GPU
     of its ``LOCAL_RANK``. Calling it again, or in a process whose group is already open, returns the same
     context."""
-    if current() is not None:
+    if dist.is_available() and dist.is_initialized():  # ours, or a group the caller opened: adopt it
         return _context if _context is not None else _adopt()
     if not launched():
         return None

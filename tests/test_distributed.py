@@ -12,6 +12,7 @@ import io
 import json
 import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -205,3 +206,24 @@ def test_encoded_repertoires_of_a_large_dataset_stay_within_the_cache_budget(tin
     assert len(full._cache) == len(small)  # a dataset held in memory keeps everything, as before
     small.close()
     large.close()
+
+
+def test_init_adopts_a_process_group_the_caller_opened(tmp_path):
+    """A notebook or test that opened its own group gets a context for it (not owned, so not closed by us)."""
+    store = (tmp_path / "store").as_posix()
+    code = f"""
+import torch.distributed as dist
+from deeprc_core import distributed
+dist.init_process_group("gloo", init_method="file://{store}", rank=0, world_size=1)
+ctx = distributed.init("cpu")
+assert ctx is not None and (ctx.rank, ctx.world_size, ctx.owned) == (0, 1, False), ctx
+assert distributed.init("cpu") is ctx and distributed.current() is ctx
+distributed.shutdown()
+assert dist.is_initialized()  # the caller's group stays open
+print("adopted")
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and "adopted" in out.stdout, out.stderr[-2000:]
