@@ -419,6 +419,23 @@ class _Trainer:
             )  # fmt: skip
         return self._genes_found
 
+    def _gene_shares(
+        self, train_idx: np.ndarray, v_genes: dict[int, float], j_genes: dict[int, float]
+    ) -> tuple[float, float]:
+        """Weighted share of the enriched V (J) genes' sequences in a training repertoire, on average (0.5 where
+        none is enriched); the training repertoires' gene calls are read once for both."""
+        lookups = []
+        for chosen, vocab in ((v_genes, self.dataset.v_vocab), (j_genes, self.dataset.j_vocab)):
+            lookup = np.zeros(len(vocab))  # one weight per gene of the vocabulary, 0 for those not enriched
+            lookup[list(chosen)] = list(chosen.values())
+            lookups.append(lookup)
+        totals = np.zeros(2)
+        if v_genes or j_genes:
+            for i in train_idx:
+                totals += [lookup[genes].mean() for lookup, genes in zip(lookups, self.dataset.genes(int(i)))]
+        shares = totals / max(len(train_idx), 1)
+        return (float(shares[0]) if v_genes else 0.5), (float(shares[1]) if j_genes else 0.5)
+
     def split(self) -> tuple[np.ndarray, np.ndarray]:
         n = len(self.dataset)
         indices = np.arange(n)
@@ -452,16 +469,9 @@ class _Trainer:
         )
         v_genes, j_genes = self._enriched_genes(train_idx) if self.config.v_genes or self.config.j_genes else ({}, {})
 
-        def share(which: int, chosen: dict[int, float]) -> float:  # weighted share of enriched-gene sequences
-            if not chosen:
-                return 0.5
-            lookup = np.zeros(max(chosen) + 1)
-            lookup[list(chosen)] = list(chosen.values())
-            values = [self.dataset.genes(int(i))[which] for i in train_idx]
-            return float(np.mean([lookup[np.minimum(g, len(lookup) - 1)].mean() for g in values]))
-
-        shares = (share(0, v_genes), share(1, j_genes))
-        self.seeded_features = seed_model(model, patterns, v_genes, j_genes, shares)
+        self.seeded_features = seed_model(
+            model, patterns, v_genes, j_genes, self._gene_shares(train_idx, v_genes, j_genes)
+        )
         self.seeded_patterns = [
             {"pattern": p.pattern, "t": round(p.t, 2), "class": p.label, "share": round(p.share, 5)} for p in patterns
         ]
@@ -528,12 +538,13 @@ class _Trainer:
         """
         model.eval()
         rankings: list[_Ranking | None] = []
-        offers, fresh, fresh_subs = [], [], []
+        offers, fresh, fresh_subs, drawn = [], [], [], set()
         for b, i in enumerate(batch):
             rep = encoded.get(int(i))
             n, cap = len(rep.lengths), self.cfg.n_sequences
             if cap is not None and cap < n:  # a fresh draw every time: nothing to reuse
                 offered, ranking = np.sort(rng.choice(n, size=cap, replace=False)), None
+                drawn.add(b)
             else:
                 offered, ranking = np.arange(n), self._rankings.get(int(i))
                 if ranking is not None and ranking.uses >= self.cfg.rerank_every:
@@ -552,7 +563,7 @@ class _Trainer:
             for k, b in enumerate(fresh):
                 z, logits = z_all[bounds[k] : bounds[k + 1]], logits_all[bounds[k] : bounds[k + 1]]  # (n, D), (n, H)
                 rankings[b] = self._rank(z, logits, offers[b])
-                if len(offers[b]) == encoded.get(int(batch[b])).lengths.shape[0]:
+                if b not in drawn:
                     self._rankings[int(batch[b])] = rankings[b]
         parts: dict[str, list] = {k: [] for k in ("codes", "lengths", "bag", "v", "j", "counts")}
         for b, (i, ranking) in enumerate(zip(batch, rankings)):

@@ -199,3 +199,13 @@ def test_a_ranking_is_reused_for_rerank_every_draws_then_renewed(rare):
     outputs = trainer.forward(model, third, len(batch)).detach()
     scored = torch.stack([trainer.outputs(model, np.array([i]), encoded)[0] for i in batch])
     torch.testing.assert_close(outputs, scored, atol=1e-4, rtol=1e-4)
+
+
+def test_gene_shares_weigh_only_the_enriched_genes():
+    """Genes numbered above the enriched ones count 0 (they once took the weight of the highest enriched gene)."""
+    from types import SimpleNamespace
+
+    reps = [(np.array([1, 1, 2, 3, 3, 3, 3, 3]), np.array([0] * 8)), (np.array([2, 3, 3, 3]), np.array([0] * 4))]
+    data = SimpleNamespace(v_vocab=np.array(["", "a", "b", "c"]), j_vocab=np.array([""]), genes=lambda i: reps[i])
+    shares = _Trainer._gene_shares(SimpleNamespace(dataset=data), np.array([0, 1]), {1: 1.0, 2: 0.5}, {})
+    assert shares == pytest.approx(((2 + 0.5) / 8 / 2 + 0.5 / 4 / 2, 0.5))
