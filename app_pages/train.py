@@ -209,7 +209,7 @@ else:
     st.success(f"Finished after {result.state['update']:,} updates ({result.state.get('stop_reason', 'done')}).")
 metrics = result.metrics
 shown = [
-    ("auc", "Validation AUC"),
+    ("auc", "Validation AUC, unseen receptors"),
     ("balanced_accuracy", "Balanced accuracy"),
     ("f1", "F1"),
     ("best_update", "Best update"),
@@ -217,7 +217,7 @@ shown = [
 for col, (key, label) in zip(st.columns(4), shown):
     if metrics.get(key) is not None:
         col.metric(label, f"{metrics[key]:,}" if key == "best_update" else f"{metrics[key]:.3f}")
-models.show_reference(result.model, metrics.get("auc"))
+models.show_reference(result.model)
 if result.history:
     st.plotly_chart(curves(result.history), width="stretch")
 with st.expander("All validation metrics"):

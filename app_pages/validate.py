@@ -239,4 +239,4 @@ if motifs and model.config.embedding == "cnn":
 elif truth_kind == "sequences":
     st.caption("Kernel matching needs a motif; it is not computed for a list of sequences.")
 model_card_figures(model)
-models.show_reference(model, (model.info.get("validation_metrics") or {}).get("auc"))
+models.show_reference(model)

@@ -102,6 +102,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         patience=args.patience,
         min_updates=args.min_updates,
+        validate_unseen=not args.validate_all_receptors,
         reference=not args.no_reference,
         use_genes=True if args.use_genes else (False if args.no_genes else None),
         seed=args.seed,
@@ -361,6 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=t.eval_every, help="updates between validation evaluations")
     p.add_argument("--patience", type=int, default=t.patience, help="evaluations without improvement before stopping")
     p.add_argument("--min-updates", type=int, default=t.min_updates, help="no early stopping before this many updates")
+    p.add_argument(
+        "--validate-all-receptors",
+        action="store_true",
+        help="validate on every receptor (default: only those no training repertoire holds, so memorised "
+        "shared receptors cannot win model selection)",
+    )
     _add_threads(p)
     p.add_argument(
         "--no-reference",

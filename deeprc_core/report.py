@@ -73,11 +73,11 @@ def _held_out_rows(held_out: dict) -> list[tuple[str, str]]:
     return rows
 
 
-def _validation_rows(metrics: object) -> list[tuple[str, str]]:
+def _validation_rows(metrics: object, which: str = "") -> list[tuple[str, str]]:
     if not isinstance(metrics, dict):
         return []
     return [
-        ("validation " + ("AUC" if name == "auc" else name.replace("_", " ")), _fmt(float(metrics[name])))
+        ("validation " + ("AUC" if name == "auc" else name.replace("_", " ")) + which, _fmt(float(metrics[name])))
         for name in VALIDATION_METRICS
         if isinstance(metrics.get(name), (int, float))
     ]
@@ -107,7 +107,11 @@ def model_card_table(model: DeepRC) -> pd.DataFrame:
         if isinstance(info.get(key), str)
     ]
     rows += _held_out_rows(card.get("held_out") or info.get("test_metrics") or info.get("held_out_metrics") or {})
-    rows += _validation_rows(info.get("validation_metrics"))
+    if isinstance(info.get("validation_metrics_all_receptors"), dict):  # model selection read unseen receptors
+        rows += _validation_rows(info["validation_metrics"], " (receptors not seen in training)")
+        rows += _validation_rows(info["validation_metrics_all_receptors"], " (all receptors)")
+    else:
+        rows += _validation_rows(info.get("validation_metrics"))
     if info.get("updates"):
         run = f"{info['updates']:,} updates ({info.get('stop_reason', 'done')}, {info.get('training_seconds', '?')} s)"
         rows.append(("training", run))

@@ -233,6 +233,18 @@ class _EncodedRepertoire:
         """Every sequence's representation z ``(N, D)`` under ``model`` (:meth:`DeepRC.representation`)."""
         return model.representation(self.codes, self.lengths, self.v, self.j, self.counts)
 
+    def receptor_keys(self) -> np.ndarray:
+        """A 64-bit key per sequence from its residues and V gene (when the model reads genes): equal receptors
+        get equal keys, whatever the padding width of their repertoire."""
+        keys = np.zeros(len(self.lengths), dtype=np.uint64)
+        prime = np.uint64(1_000_003)
+        for col in range(self.codes.shape[1]):
+            inside = col < self.lengths
+            keys[inside] = keys[inside] * prime + self.codes[inside, col].astype(np.uint64) + np.uint64(1)
+        if self.v is not None:
+            keys = keys * prime + self.v.numpy().astype(np.uint64)
+        return keys
+
     def subset(self, rows: torch.Tensor) -> _EncodedRepertoire:
         """The sequences at ``rows`` (a 1-D index tensor)."""
         idx = rows.numpy()
@@ -245,6 +257,7 @@ class _EncodedRepertoire:
         )
 
 
+SEEN_BITS = 28  # the training receptors' bit set: 2**28 bits (32 MiB); 1.6 M receptors collide with 0.6 % of keys
 ENCODED_CACHE_BYTES = 512 << 20  # encoded repertoires kept of a dataset not held in memory (least recently used go)
 _TRIM_EVERY = 16  # evictions between returns of freed heap memory to the system
 
@@ -388,6 +401,8 @@ class _Trainer:
         self.seeded_features: list[int] = []  # representation features that seeding wrote a detector into
         self._genes_found: tuple[dict[int, float], dict[int, float]] | None = None  # see _enriched_genes
         self._rankings: dict[int, _Ranking] = {}  # repertoire -> its last ranking (see select)
+        self._seen: np.ndarray | None = None  # bit set of the training receptors' keys (see unseen_rows)
+        self._unseen: dict[int, np.ndarray] = {}  # validation repertoire -> its rows that no training one holds
         self.dist = distributed.current()  # None in a single process (see deeprc_core.distributed)
 
     def _set_genes(self, config: DeepRCConfig, use: bool) -> None:
@@ -622,9 +637,43 @@ class _Trainer:
         pooled = numerator / denominator[:, :, None]
         return model.output(pooled.reshape(n_bags, -1))  # (B, H * D) -> (B, n_outputs)
 
+    def index_training_receptors(self, encoded: _Encoded, train_idx: np.ndarray) -> None:
+        """Remember which receptors the training repertoires hold (``validate_unseen``), as a bit set of
+        :data:`SEEN_BITS` bits over their keys: memory stays bounded on any cohort; a key that collides with a
+        training one only drops that validation sequence, a random thinning that leaves the estimate unbiased."""
+        self._seen, self._unseen = None, {}
+        if not self.cfg.validate_unseen:
+            return
+        bits = np.zeros(1 << (SEEN_BITS - 3), dtype=np.uint8)
+        for i in train_idx:
+            slot = encoded.get(int(i)).receptor_keys() >> np.uint64(64 - SEEN_BITS)
+            np.bitwise_or.at(bits, slot >> np.uint64(3), (np.uint8(1) << (slot & np.uint64(7)).astype(np.uint8)))
+        self._seen = bits
+
+    def unseen_rows(self, i: int, rep: _EncodedRepertoire) -> _EncodedRepertoire:
+        """Validation repertoire ``i`` without the receptors that a training repertoire holds too: the
+        validation loss then measures what the model learnt about the signal, not which receptors it has
+        seen. Receptors shared between training and validation repertoires (public clones, or one donor's
+        clones in several samples) otherwise let a model that memorises them look best, while new patients
+        share none (measured on real receptors with disjoint test donors: validation AUC 0.99, held-out 0.86).
+        All rows are kept when every one of them was seen."""
+        if self._seen is None:
+            return rep
+        if i not in self._unseen:
+            slot = rep.receptor_keys() >> np.uint64(64 - SEEN_BITS)
+            seen = (self._seen[slot >> np.uint64(3)] >> (slot & np.uint64(7)).astype(np.uint8)) & 1
+            self._unseen[i] = np.flatnonzero(seen == 0)
+        rows = self._unseen[i]
+        if len(rows) == len(rep.lengths) or not len(rows):
+            return rep
+        return rep.subset(torch.from_numpy(rows))
+
     @torch.no_grad()
-    def outputs(self, model: DeepRC, indices: np.ndarray, encoded: _Encoded | None = None) -> torch.Tensor:
-        """Full-repertoire outputs ``(n, n_outputs)`` (optionally capped per repertoire, seeded)."""
+    def outputs(
+        self, model: DeepRC, indices: np.ndarray, encoded: _Encoded | None = None, unseen: bool = False
+    ) -> torch.Tensor:
+        """Full-repertoire outputs ``(n, n_outputs)`` (optionally capped per repertoire, seeded; with
+        ``unseen``, on the receptors that no training repertoire holds, see :meth:`unseen_rows`)."""
         model.eval()
         encoded = encoded or self.prepare(model)
         rng = np.random.default_rng(self.cfg.seed + 1)
@@ -644,15 +693,19 @@ class _Trainer:
             rep = encoded.get(int(i))
             if cap and cap < len(rep.lengths):
                 rep = rep.subset(torch.from_numpy(np.sort(rng.choice(len(rep.lengths), size=cap, replace=False))))
+            if unseen:
+                rep = self.unseen_rows(int(i), rep)
             z = rep.representation(model)
             rows.append(model.outputs_from_representation(z)[0])
         if self.dist is not None:  # validation shared out over the ranks: every rank gets all rows
             return self.dist.gather_rows(rows, np.flatnonzero(mine), len(indices), self.device)
         return torch.stack(rows)
 
-    def evaluate(self, model: DeepRC, indices: np.ndarray, encoded: _Encoded | None = None) -> dict[str, float]:
-        """Loss and metrics on full repertoires."""
-        outputs = self.outputs(model, indices, encoded)
+    def evaluate(
+        self, model: DeepRC, indices: np.ndarray, encoded: _Encoded | None = None, unseen: bool = False
+    ) -> dict[str, float]:
+        """Loss and metrics on full repertoires (with ``unseen``, on their receptors not seen in training)."""
+        outputs = self.outputs(model, indices, encoded, unseen)
         spec, y = self.spec, self.y[indices]
         result = {"loss": float(_loss(outputs, torch.as_tensor(y, device=outputs.device), spec, self.pos_weight))}
         truth = y if spec.kind != "regression" else y * spec.std + spec.mean
@@ -666,7 +719,7 @@ class _Trainer:
         append it to ``record``'s history, and keep a copy of the weights when the validation loss beats the
         best by ``tolerance`` (or when no weights are kept yet and ``tolerance`` is 0, as at the end of a run
         cut short). Returns whether this evaluation became the best."""
-        evaluation.update({f"val_{k}": v for k, v in self.evaluate(model, val_idx, encoded).items()})
+        evaluation.update({f"val_{k}": v for k, v in self.evaluate(model, val_idx, encoded, unseen=True).items()})
         record.history.append(evaluation)
         if evaluation["val_loss"] < record.loss - tolerance or (tolerance == 0 and record.state is None):
             record.loss, record.best = evaluation["val_loss"], evaluation
@@ -691,12 +744,19 @@ class _Trainer:
         self.decide_genes(train_idx)
         model = DeepRC(self.config).to(self.device)
         encoded = self.prepare(model)
+        self.index_training_receptors(encoded, train_idx)
         if resume_from is None:
             self.seed(model, encoded, train_idx)
             if cfg.seed_kernels:
                 self.probe(model, encoded, train_idx)
         optimizer = build_optimizer(model, cfg)
         record, update, stale = _Record(), 0, 0
+        if resume_from is None and cfg.seed_kernels:
+            # the seeded model with its probed o() is the first candidate: fine-tuning must beat it on validation
+            start_point = {"update": 0, "train_loss": None, "elapsed_s": 0.0}  # no update yet
+            self._evaluate_and_keep(model, val_idx, encoded, start_point, record, tolerance=0.0)
+            if on_evaluate is not None:
+                on_evaluate(TrainingProgress(0, cfg.max_updates, math.nan, 0.0, None, record.history, record.best))
         if resume_from is not None:
             from deeprc_core.checkpoint import load_model, load_training_state
 
@@ -783,12 +843,16 @@ class _Trainer:
         model.eval()
         metrics = {k[4:]: v for k, v in record.best.items() if k.startswith("val_")}
         metrics["best_update"] = record.best["update"]
+        # model selection read the validation receptors not seen in training; on all of them, the kept model's
+        # figures compare like for like with references fitted on whole repertoires
+        every = self.evaluate(model, val_idx, encoded) if self._seen is not None else metrics
         state = {"update": update, "best_loss": record.loss, "stop_reason": reason, "history": history}
         model.info = {
             "target": asdict(self.spec),
             "training": asdict(cfg),
             "data": {**self.dataset.summary(), "n_train": int(len(train_idx)), "n_validation": int(len(val_idx))},
-            "validation_metrics": metrics,
+            "validation_metrics": metrics,  # of the receptors not seen in training (validate_unseen)
+            "validation_metrics_all_receptors": {k: v for k, v in every.items() if k != "best_update"},
             "updates": update,
             "stop_reason": reason,
             "training_seconds": round(time.perf_counter() - start, 1),

@@ -133,14 +133,27 @@ def show_markdown(text: str, base: Path) -> None:
     st.markdown(text[position:])
 
 
-def show_reference(model: DeepRC, deeprc_auc: float | None) -> None:
+def show_reference(model: DeepRC) -> None:
     """DeepRC's validation AUC beside the k-mer and V/J references fitted on the same split (from training)."""
-    reference = (getattr(model, "info", {}) or {}).get("reference")
+    info = getattr(model, "info", {}) or {}
+    reference = info.get("reference")
     if not reference:
         return
+    every = (info.get("validation_metrics_all_receptors") or info.get("validation_metrics") or {}).get("auc")
+    unseen = (info.get("validation_metrics") or {}).get("auc")
     st.subheader("Is the model worth believing? References on the same validation split")
     cols = st.columns(3)
-    cols[0].metric("DeepRC", "–" if deeprc_auc is None else f"{deeprc_auc:.3f}", help="Validation AUC of this model.")
+    cols[0].metric(
+        "DeepRC",
+        "–" if every is None else f"{every:.3f}",
+        help="Validation AUC of this model on every receptor of the validation repertoires, as the references see "
+        "them. "
+        + (
+            f"On the receptors no training repertoire holds (what picked the kept model): {unseen:.3f}."
+            if unseen is not None and "validation_metrics_all_receptors" in info
+            else ""
+        ),
+    )
     cols[1].metric(
         "k-mer logistic regression",
         f"{reference['kmer_auc']:.3f}",

@@ -313,7 +313,7 @@ def test_resume_continues_the_update_count(resume_dataset, tmp_path):
     fresh = build_optimizer(DeepRC(first.model.config), _training(4))
     state = load_training_state(directory, fresh)
     assert state["update"] == 4
-    assert [h["update"] for h in state["history"]] == [2, 4]
+    assert [h["update"] for h in state["history"]] == [0, 2, 4]  # 0: the seeded start
     steps = {int(s["step"]) for s in fresh.state_dict()["state"].values()}
     assert steps == {4}  # Adam's moments and step count came back
 
@@ -323,7 +323,7 @@ def test_resume_continues_the_update_count(resume_dataset, tmp_path):
     )
     assert seen == [5, 6, 7]
     assert resumed.state["update"] == 7
-    assert [h["update"] for h in resumed.history] == [2, 4, 6, 7]
+    assert [h["update"] for h in resumed.history] == [0, 2, 4, 6, 7]
     steps = {int(s["step"]) for s in resumed.optimizer.state_dict()["state"].values()}
     assert steps == {7}
 

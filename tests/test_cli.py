@@ -100,7 +100,7 @@ def test_train_resume_continues(small, tmp_path, capsys):
     assert main([*base, "--out", str(second), "--max-updates", "4", "--resume", str(first)]) == 0
     assert "4 updates" in capsys.readouterr().out
     state = json.loads((second / "training_state.json").read_text())
-    assert state["update"] == 4 and [h["update"] for h in state["history"]] == [2, 4]
+    assert state["update"] == 4 and [h["update"] for h in state["history"]] == [0, 2, 4]
 
 
 def test_train_cross_validation_writes_a_table(small, tmp_path, capsys):

@@ -147,7 +147,12 @@ def test_resuming_a_distributed_run(runs):
     model = load_model(runs["root"] / "two" / "rank0" / "resumed", "cpu")
     assert model.info["updates"] == 3 and model.info["world_size"] == 2
     state = json.loads((runs["root"] / "two" / "rank0" / "resumed" / "training_state.json").read_text())
-    assert [h["update"] for h in state["history"]] == [1, 2, 3]  # the saved evaluation, then two new ones
+    assert [h["update"] for h in state["history"]] == [
+        0,
+        1,
+        2,
+        3,
+    ]  # the seeded start and the saved evaluation, then two new ones
 
 
 def test_sharded_predict_writes_one_table_in_file_order(runs):

@@ -86,6 +86,14 @@ def test_model_card_table_lists_the_facts_in_order_with_chance_levels() -> None:
     assert multiclass["predicts"] == "hla (multiclass: A, B, C)"
 
 
+def test_model_card_names_which_receptors_the_validation_figures_read() -> None:
+    model = tiny_model()
+    model.info = {"validation_metrics": {"auc": 0.9}, "validation_metrics_all_receptors": {"auc": 0.97}}
+    card = model_card_table(model).set_index("fact")["value"]
+    assert card["validation AUC (receptors not seen in training)"] == "0.900"
+    assert card["validation AUC (all receptors)"] == "0.970"
+
+
 def test_model_summary_line_prefers_the_held_out_auc() -> None:
     document = {"config": {"targets": [asdict(BINARY)]}, "info": {"validation_metrics": {"auc": 0.8}}}
     assert model_summary_line(document) == "Predicts **disease** (positive vs negative) · validation AUC 0.80"

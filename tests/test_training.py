@@ -103,7 +103,7 @@ def test_callbacks_are_called_for_every_update_and_evaluation(learned):
     elapsed = [p.elapsed_s for p in updates]
     assert elapsed == sorted(elapsed)
     assert [p.update for p in evaluations] == [h["update"] for h in result.history]
-    assert [h["update"] for h in result.history] == list(range(25, result.state["update"] + 1, 25))
+    assert [h["update"] for h in result.history] == [0] + list(range(25, result.state["update"] + 1, 25))
     assert evaluations[-1].best is not None and evaluations[-1].best["val_loss"] == min(
         h["val_loss"] for h in result.history
     )

@@ -209,3 +209,44 @@ def test_gene_shares_weigh_only_the_enriched_genes():
     data = SimpleNamespace(v_vocab=np.array(["", "a", "b", "c"]), j_vocab=np.array([""]), genes=lambda i: reps[i])
     shares = _Trainer._gene_shares(SimpleNamespace(dataset=data), np.array([0, 1]), {1: 1.0, 2: 0.5}, {})
     assert shares == pytest.approx(((2 + 0.5) / 8 / 2 + 0.5 / 4 / 2, 0.5))
+
+
+def test_receptor_keys_ignore_padding_and_tell_v_genes_apart():
+    from deeprc_core.io import PAD
+    from deeprc_core.training import _EncodedRepertoire
+
+    codes = np.array([[1, 2, 3, PAD], [1, 2, 3, 4]], dtype=np.uint8)
+    lengths = np.array([3, 4])
+    narrow = _EncodedRepertoire(codes, lengths, None, None, torch.ones(2))
+    wide = _EncodedRepertoire(np.pad(codes, ((0, 0), (0, 5)), constant_values=PAD), lengths, None, None, torch.ones(2))
+    assert np.array_equal(narrow.receptor_keys(), wide.receptor_keys())
+    assert narrow.receptor_keys()[0] != narrow.receptor_keys()[1]
+    with_genes = _EncodedRepertoire(codes[[0, 0]], lengths[[0, 0]], torch.tensor([1, 2]), None, torch.ones(2))
+    assert with_genes.receptor_keys()[0] != with_genes.receptor_keys()[1]
+
+
+def test_validation_leaves_out_the_receptors_a_training_repertoire_holds(rare):
+    from deeprc_core.training import _EncodedRepertoire
+
+    trainer, model, encoded, train_idx = _seeded(rare)
+    trainer.index_training_receptors(encoded, train_idx)
+    own = encoded.get(int(np.setdiff1d(np.arange(len(rare)), train_idx)[0]))
+    shared = encoded.get(int(train_idx[0])).subset(torch.arange(100))
+    mixed = _EncodedRepertoire.concat([shared, own])
+    kept = trainer.unseen_rows(-1, mixed)
+    assert len(kept.lengths) == len(own.lengths)  # the 100 shared receptors are gone, the rest stay
+    assert np.array_equal(kept.receptor_keys(), own.receptor_keys())
+    # a repertoire made of training receptors only is scored whole, never on nothing
+    assert len(trainer.unseen_rows(-2, shared).lengths) == 100
+    # switched off, validation scores every receptor
+    off, model, encoded, train_idx = _seeded(rare, replace(CONFIG, validate_unseen=False))
+    off.index_training_receptors(encoded, train_idx)
+    assert len(off.unseen_rows(-1, mixed).lengths) == len(mixed.lengths)
+
+
+def test_the_seeded_start_is_the_first_candidate_for_the_kept_model(rare):
+    from deeprc_core.training import train
+
+    result = train(rare, replace(CONFIG, max_updates=30, eval_every=10, reference=False), ARCH)
+    assert result.history[0]["update"] == 0 and result.history[0]["train_loss"] is None
+    assert [h["update"] for h in result.history[1:]] == [10, 20, 30]
