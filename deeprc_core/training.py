@@ -3,9 +3,10 @@
 Each update takes ``batch_size`` training repertoires; from each it draws ``n_sequences`` sequences
 without replacement (seeded), scores them with the current attention network (no gradient), keeps the
 ``top_fraction`` with the highest attention and runs the differentiable forward pass on those only. Every
-``eval_every`` updates the validation repertoires are scored on *all* their sequences; the model with the
-lowest validation loss is kept and restored at the end, and training stops early after ``patience``
-evaluations without improvement, at ``max_updates`` or after ``max_minutes``.
+``eval_every`` updates the validation repertoires are scored on all their sequences that no training repertoire
+holds (``validate_unseen``); the model with the lowest validation loss, the seeded start included, is kept and
+restored at the end, and training stops early after ``patience`` evaluations without improvement, at
+``max_updates`` or after ``max_minutes``.
 
 Lessons from running the original DeepRC on a CPU, each avoided here: Adam ``eps`` is the default 1e-8 (not
 1e-4), subsampling is without replacement and seeded, nothing is normalised bag-wide, evaluation never
