@@ -18,7 +18,7 @@ class TrainingConfig:
     target: str = "disease"  # metadata column to predict
     positive: str | None = None  # value of the positive class (binary); None = infer from the column
     task: str = "auto"  # "auto", "binary", "multiclass" or "regression"
-    max_updates: int = 10_000  # upper bound on parameter updates (early stopping and max_minutes usually end sooner)
+    max_updates: int = 3000  # upper bound on parameter updates
     max_minutes: float | None = 5.0  # wall-clock budget; None = no limit
     batch_size: int = 4  # repertoires per update
     n_sequences: int | None = (
