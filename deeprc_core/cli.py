@@ -171,15 +171,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ctx.together(_save, main_only=True)  # rank 0 writes the model; the others wait for its outcome
     if not main_rank:
         return 0
-    metrics = ", ".join(f"{k}={v:.3f}" for k, v in result.metrics.items() if isinstance(v, float))
+
+    def listed(metrics: dict) -> str:
+        return ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if isinstance(v, float))
+
+    which = " on the receptors no training repertoire holds" if training.validate_unseen else ""
     print(
-        f"Saved model to {args.out} ({result.state['update']} updates, {result.state['stop_reason']}); validation: {metrics}"
+        f"Saved model to {args.out} ({result.state['update']} updates, {result.state['stop_reason']}); "
+        f"validation{which}: {listed(result.metrics)}"
     )
+    every = result.model.info.get("validation_metrics_all_receptors") or {}
+    if training.validate_unseen and every:
+        print(f"Validation on all receptors: {listed(every)}")
     reference = result.model.info.get("reference")
     if reference:
         print(
-            f"References on the same validation split: k-mer logistic regression AUC {reference['kmer_auc']:.3f}, "
-            f"V/J-usage logistic regression AUC {reference['vj_auc']:.3f}"
+            f"References on the same validation split (all receptors): k-mer logistic regression AUC "
+            f"{reference['kmer_auc']:.3f}, V/J-usage logistic regression AUC {reference['vj_auc']:.3f}"
         )
     return 0
 
