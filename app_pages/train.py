@@ -2,6 +2,7 @@
 curves and cancel; on finish the metrics and a name to save under (the model is then selectable everywhere)."""
 
 import functools
+import math
 import re
 import time
 from pathlib import Path
@@ -70,13 +71,14 @@ def live_progress() -> None:
         else:
             budget = job.max_minutes * 60.0 if job.max_minutes else None
             fraction = max(progress.update / progress.max_updates, progress.elapsed_s / budget if budget else 0.0)
-            text = f"update {progress.update:,} of at most {progress.max_updates:,} · loss {progress.loss:.3f}"
+            loss = f"{progress.loss:.3f}" if math.isfinite(progress.loss) else "–"  # none before the first update
+            text = f"update {progress.update:,} of at most {progress.max_updates:,} · loss {loss}"
             st.progress(min(fraction, 1.0), text=text)
             cols = st.columns(4)
             cols[0].metric("Updates", f"{progress.update:,}")
-            cols[1].metric("Training loss", f"{progress.loss:.3f}")
+            cols[1].metric("Training loss", loss)
             auc = (progress.best or {}).get("val_auc")
-            cols[2].metric("Best validation AUC", "–" if auc is None else f"{auc:.3f}")
+            cols[2].metric("Best validation AUC, unseen receptors", "–" if auc is None else f"{auc:.3f}")
             cols[3].metric("Elapsed / ETA", f"{clock(progress.elapsed_s)} / {clock(progress.eta_s)}")
             if snap["history"]:
                 st.plotly_chart(curves(snap["history"]), width="stretch", key="train_live_curves")
