@@ -234,7 +234,7 @@ def enriched_genes(
     ``genes(i)`` returns repertoire ``i``'s per-sequence V and J indices (model vocabularies, 0 = unknown,
     None where the model does not use that gene); ``n_v`` / ``n_j`` are the vocabulary sizes (with 0).
     Returns ``{V index: weight}`` and ``{J index: weight}`` (weights in (0, 1], the strongest gene 1; empty
-    when no gene beats the shuffled-label threshold).
+    when no gene beats the shuffled-label threshold), ordered by enrichment t, largest first.
     """
     if not n_repertoires or (n_v <= 1 and n_j <= 1):
         return {}, {}
@@ -267,8 +267,12 @@ def enriched_genes(
     if weight.max() <= 0:
         return {}, {}
     weight = weight / weight.max()
-    as_dict = lambda w: {int(g): float(w[g]) for g in np.flatnonzero(w)}  # noqa: E731
-    return as_dict(weight[:n_v]), as_dict(weight[n_v:])
+    strength = stats.max(axis=0)
+
+    def as_dict(w: np.ndarray, t: np.ndarray) -> dict[int, float]:  # the largest t first
+        return {int(g): float(w[g]) for g in np.argsort(-t, kind="stable") if w[g] > 0}
+
+    return as_dict(weight[:n_v], strength[:n_v]), as_dict(weight[n_v:], strength[n_v:])
 
 
 def _seed_attention_unit(model: DeepRC, unit: int, feature: int, gain: float) -> None:
@@ -362,6 +366,12 @@ def seed_model(
             _seed_attention_unit(model, unit, feature, attention_gain(share, GENE_UNIT_DIFFERENCE))
             seeded.append(feature)
             unit += 1
+            # the other dimensions each mark one of the genes of largest t, so o() can weigh their usage one by
+            # one (a common gene with a small excess per sequence can still separate repertoires by its count)
+            for dim, gene in enumerate(list(enriched)[: model.config.gene_embedding_dim - 1], start=1):
+                embedding.weight[:, dim] = 0.0
+                embedding.weight[gene, dim] = 1.0
+                seeded.append(feature + dim)
         feature += model.config.gene_embedding_dim
     if unit and len(model.attention) > 1:  # the random units start quiet, so the seeded ones rank the sequences
         model.attention[-1].weight[:, unit:] *= RANDOM_UNIT_SCALE

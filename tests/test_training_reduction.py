@@ -167,6 +167,29 @@ def test_gene_weights_follow_the_evidence_per_sequence_not_the_t_statistic():
     v_genes, _ = enriched_genes(lambda k: (reps[k], None), 6, 1, len(reps), labels, "binary")
     assert v_genes[5] == 1.0
     assert v_genes.get(1, 0.0) < 0.2
+    # listed by enrichment t, largest first (the witness-only gene: 20 against 0 in every repertoire)
+    assert list(v_genes) == [5, 1]
+
+
+def test_each_gene_of_largest_t_gets_an_embedding_dimension_of_its_own():
+    """Dimension 0 carries the evidence weights the attention reads; dimensions 1.. mark single genes (largest t
+    first), so o() can weigh a common gene by how often a repertoire uses it."""
+    from deeprc_core.seeding import seed_model
+
+    config = DeepRCConfig(n_kernels=8, kernel_size=5, attention_units=16, v_genes=["a", "b", "c", "d", "e"])
+    torch.manual_seed(0)
+    model = DeepRC(config)
+    v_genes = {1: 0.05, 5: 1.0, 3: 0.4, 2: 0.2}  # ordered by t, as enriched_genes returns them
+    with torch.no_grad():
+        seeded = seed_model(model, [], v_genes, {}, (0.1, 0.5))
+    weight = model.v_embedding.weight.detach()
+    assert torch.allclose(weight[:, 0], torch.tensor([0.0, 0.05, 0.2, 0.4, 0.0, 1.0]))
+    for dim, gene in enumerate([1, 5, 3], start=1):  # gene_embedding_dim 4: three genes of their own
+        expected = torch.zeros(6)
+        expected[gene] = 1.0
+        assert torch.equal(weight[:, dim], expected)
+    size = config.embedding_size
+    assert seeded == [size, size + 1, size + 2, size + 3]
 
 
 def test_the_probe_reads_the_seeded_detectors_only(rare):
