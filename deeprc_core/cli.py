@@ -180,8 +180,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"Saved model to {args.out} ({result.state['update']} updates, {result.state['stop_reason']}); "
         f"validation{which}: {listed(result.metrics)}"
     )
-    every = result.model.info.get("validation_metrics_all_receptors") or {}
-    if training.validate_unseen and every:
+    every = result.model.info.get("validation_metrics_all_receptors")
+    if every:
         print(f"Validation on all receptors: {listed(every)}")
     reference = result.model.info.get("reference")
     if reference:

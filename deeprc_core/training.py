@@ -846,14 +846,13 @@ class _Trainer:
         metrics["best_update"] = record.best["update"]
         # model selection read the validation receptors not seen in training; on all of them, the kept model's
         # figures compare like for like with references fitted on whole repertoires
-        every = self.evaluate(model, val_idx, encoded) if self._seen is not None else metrics
+        every = self.evaluate(model, val_idx, encoded) if self._seen is not None else None
         state = {"update": update, "best_loss": record.loss, "stop_reason": reason, "history": history}
         model.info = {
             "target": asdict(self.spec),
             "training": asdict(cfg),
             "data": {**self.dataset.summary(), "n_train": int(len(train_idx)), "n_validation": int(len(val_idx))},
             "validation_metrics": metrics,  # of the receptors not seen in training (validate_unseen)
-            "validation_metrics_all_receptors": {k: v for k, v in every.items() if k != "best_update"},
             "updates": update,
             "stop_reason": reason,
             "training_seconds": round(time.perf_counter() - start, 1),
@@ -861,6 +860,8 @@ class _Trainer:
             "seeded_genes": self.seeded_genes,
             "world_size": 1 if self.dist is None else self.dist.world_size,  # processes that trained it together
         }
+        if every is not None:  # only where model selection read the unseen receptors
+            model.info["validation_metrics_all_receptors"] = every
         return TrainingResult(model, history, metrics, train_idx, val_idx, optimizer, state)
 
     def _eta(self, update: int, elapsed: float, budget: float | None) -> float | None:

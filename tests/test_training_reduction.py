@@ -273,3 +273,7 @@ def test_the_seeded_start_is_the_first_candidate_for_the_kept_model(rare):
     result = train(rare, replace(CONFIG, max_updates=30, eval_every=10, reference=False), ARCH)
     assert result.history[0]["update"] == 0 and result.history[0]["train_loss"] is None
     assert [h["update"] for h in result.history[1:]] == [10, 20, 30]
+    # the all-receptor figures are recorded only where model selection read the unseen receptors
+    assert set(result.model.info["validation_metrics_all_receptors"]) >= {"loss", "auc"}
+    every = train(rare, replace(CONFIG, max_updates=10, eval_every=10, reference=False, validate_unseen=False), ARCH)
+    assert "validation_metrics_all_receptors" not in every.model.info
