@@ -259,6 +259,14 @@ class _EncodedRepertoire:
 
 
 SEEN_BITS = 28  # the training receptors' bit set: 2**28 bits (32 MiB); 1.6 M receptors collide with 0.6 % of keys
+
+
+def _seen_address(rep: _EncodedRepertoire) -> tuple[np.ndarray, np.ndarray]:
+    """Where each receptor of ``rep`` sits in the :data:`SEEN_BITS`-bit set: its byte and the bit mask in it."""
+    slot = rep.receptor_keys() >> np.uint64(64 - SEEN_BITS)
+    return slot >> np.uint64(3), np.uint8(1) << (slot & np.uint64(7)).astype(np.uint8)
+
+
 ENCODED_CACHE_BYTES = 512 << 20  # encoded repertoires kept of a dataset not held in memory (least recently used go)
 _TRIM_EVERY = 16  # evictions between returns of freed heap memory to the system
 
@@ -647,8 +655,7 @@ class _Trainer:
             return
         bits = np.zeros(1 << (SEEN_BITS - 3), dtype=np.uint8)
         for i in train_idx:
-            slot = encoded.get(int(i)).receptor_keys() >> np.uint64(64 - SEEN_BITS)
-            np.bitwise_or.at(bits, slot >> np.uint64(3), (np.uint8(1) << (slot & np.uint64(7)).astype(np.uint8)))
+            np.bitwise_or.at(bits, *_seen_address(encoded.get(int(i))))
         self._seen = bits
 
     def unseen_rows(self, i: int, rep: _EncodedRepertoire) -> _EncodedRepertoire:
@@ -661,9 +668,8 @@ class _Trainer:
         if self._seen is None:
             return rep
         if i not in self._unseen:
-            slot = rep.receptor_keys() >> np.uint64(64 - SEEN_BITS)
-            seen = (self._seen[slot >> np.uint64(3)] >> (slot & np.uint64(7)).astype(np.uint8)) & 1
-            self._unseen[i] = np.flatnonzero(seen == 0)
+            byte, mask = _seen_address(rep)
+            self._unseen[i] = np.flatnonzero((self._seen[byte] & mask) == 0)
         rows = self._unseen[i]
         if len(rows) == len(rep.lengths) or not len(rows):
             return rep
