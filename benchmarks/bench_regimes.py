@@ -39,9 +39,10 @@ Then a markdown table, also written with the JSON of all figures to ``OUT/result
 Usage::
 
     PYTHONPATH=. python benchmarks/bench_regimes.py [--regimes one_motif real] [--max-minutes 5] [--seed 0]
-        [--out benchmarks/output/regimes] [--quick] [--real-data PATH]
+        [--out benchmarks/output/regimes] [--quick] [--real-data PATH] [--motifs M1 M2 M3] [--gapped-motifs G1 G2]
 
-``--quick`` shrinks every regime (32 x n/5 training, 16 test repertoires) for a smoke run. The ``real``
+``--motifs`` and ``--gapped-motifs`` replace the motifs above (use another ``--out``: a folder holds one
+simulation per regime), so that a setting is never tuned to one motif choice. ``--quick`` shrinks every regime (32 x n/5 training, 16 test repertoires) for a smoke run. The ``real``
 regime needs the MIRA files of tcrdist3: ``pip install --no-deps tcrdist3==0.3`` (MIT licence, 2.5 MB; none of
 its dependencies are needed), or ``--real-data`` with the downloaded wheel; without them it is skipped.
 """
@@ -107,6 +108,15 @@ REGIMES = {
 
 def _quick(regime: Regime) -> Regime:
     return replace(regime, n_repertoires=32, n_sequences=regime.n_sequences // 5, n_test=16)
+
+
+def _with_motifs(regime: Regime, motifs: list[str] | None, gapped: list[str] | None) -> Regime:
+    """The regime with other motifs, so a result is not tied to one choice: a motif regime takes as many of
+    ``motifs`` as it has motifs, the gapped regime ``gapped``."""
+    if regime.real:
+        return regime
+    chosen = gapped if regime.substitution_prob else motifs
+    return replace(regime, motifs=tuple(chosen[: len(regime.motifs)])) if chosen else regime
 
 
 def _describe(regime: Regime) -> str:
@@ -342,12 +352,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "output" / "regimes"), help="work folder")
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
     parser.add_argument("--real-data", default=None, help="tcrdist3 wheel, its covid19 folder or a MIRA CSV")
+    parser.add_argument(
+        "--motifs", nargs=3, default=None, metavar="MOTIF", help="other 4-mers for one/two/three_motifs (first 1/2/3)"
+    )
+    parser.add_argument("--gapped-motifs", nargs=2, default=None, metavar="MOTIF", help="other motifs for gapped")
     args = parser.parse_args(argv)
+    for motifs in (args.motifs or []) + (args.gapped_motifs or []):
+        if not re.fullmatch(r"[ACDEFGHIKLMNPQRSTVWY.]+", motifs) or not motifs.strip("."):
+            parser.error(f"motif {motifs!r}: use the 20 amino-acid letters, '.' for any residue")
     out = Path(args.out) / ("quick" if args.quick else "full")
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {}
     for name in args.regimes:
-        regime = _quick(REGIMES[name]) if args.quick else REGIMES[name]
+        regime = _with_motifs(REGIMES[name], args.motifs, args.gapped_motifs)
+        regime = _quick(regime) if args.quick else regime
         print(f"== {name}: {_describe(regime)}", flush=True)
         try:
             r = run_regime(regime, out, args.seed, args.max_minutes, args.real_data)

@@ -35,6 +35,11 @@ def pattern_residues(shape: Shape, code: int) -> tuple[int, ...]:
     return tuple(residues)
 
 
+def pattern_code(residues: tuple[int, ...]) -> int:
+    """The code of a pattern from its residue codes (the inverse of :func:`pattern_residues`)."""
+    return sum(int(r) * N_AMINO_ACIDS**j for j, r in enumerate(residues))
+
+
 def pattern_string(shape: Shape, code: int) -> str:
     """A pattern as text, ``.`` for a wildcard position: ``(0, 3, 4)`` with S, N, E -> ``S..NE``."""
     chars = ["."] * (shape[-1] + 1)
@@ -43,21 +48,30 @@ def pattern_string(shape: Shape, code: int) -> str:
     return "".join(chars)
 
 
+def _windows(codes: np.ndarray, lengths: np.ndarray, shape: Shape) -> tuple[np.ndarray, np.ndarray]:
+    """Pattern codes of every window of ``shape`` ``(N, windows)`` and which windows lie inside their sequence."""
+    span = shape[-1] + 1
+    n_windows = max(codes.shape[1] - span + 1, 0) if len(codes) else 0
+    value = np.zeros((len(codes), n_windows), dtype=np.int64)
+    for j, offset in enumerate(shape):
+        value += codes[:, offset : offset + n_windows].astype(np.int64) * N_AMINO_ACIDS**j
+    valid = np.arange(n_windows)[None, :] + span <= np.asarray(lengths)[:, None]  # (N, windows)
+    return value, valid
+
+
 def window_codes(codes: np.ndarray, lengths: np.ndarray, shape: Shape) -> np.ndarray:
     """Pattern codes of every window of ``shape`` inside every sequence (1-D, padding windows dropped).
 
     ``codes`` is ``(N, W)`` residue codes padded with ``PAD``; ``lengths`` is ``(N,)``.
     """
-    span = shape[-1] + 1
-    width = codes.shape[1]
-    if width < span or len(codes) == 0:
-        return np.zeros(0, dtype=np.int64)
-    n_windows = width - span + 1
-    value = np.zeros((len(codes), n_windows), dtype=np.int64)
-    for j, offset in enumerate(shape):
-        value += codes[:, offset : offset + n_windows].astype(np.int64) * N_AMINO_ACIDS**j
-    valid = np.arange(n_windows)[None, :] + span <= np.asarray(lengths)[:, None]  # (N, windows)
+    value, valid = _windows(codes, lengths, shape)
     return value[valid]  # residues inside a sequence are never PAD
+
+
+def carries(codes: np.ndarray, lengths: np.ndarray, shape: Shape, code: int) -> np.ndarray:
+    """Which sequences ``(N,)`` hold the pattern ``code`` of ``shape`` somewhere inside them."""
+    value, valid = _windows(codes, lengths, shape)
+    return ((value == code) & valid).any(axis=1)
 
 
 def count_patterns(codes: np.ndarray, lengths: np.ndarray, shapes: tuple[Shape, ...]) -> np.ndarray:
@@ -84,10 +98,12 @@ __all__ = [
     "CONTIGUOUS_3",
     "CONTIGUOUS_4",
     "SEEDING_SHAPES",
+    "carries",
     "count_patterns",
     "feature_names",
     "locate",
     "n_patterns",
+    "pattern_code",
     "pattern_residues",
     "pattern_string",
     "window_codes",

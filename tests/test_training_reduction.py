@@ -11,8 +11,18 @@ import pytest
 import torch
 from conftest import MOTIF, write_dataset
 
+from deeprc_core import seeding
 from deeprc_core.dataset import open_dataset
-from deeprc_core.kmers import CONTIGUOUS_4, count_patterns, pattern_string, window_codes
+from deeprc_core.io import AMINO_ACIDS
+from deeprc_core.kmers import (
+    CONTIGUOUS_3,
+    CONTIGUOUS_4,
+    carries,
+    count_patterns,
+    pattern_code,
+    pattern_string,
+    window_codes,
+)
 from deeprc_core.model import DeepRC, DeepRCConfig
 from deeprc_core.scoring import score_repertoire
 from deeprc_core.seeding import GENE_UNIT_DIFFERENCE, attention_gain, enriched_genes, enriched_patterns
@@ -69,6 +79,37 @@ def test_enrichment_finds_the_planted_motif_and_nothing_under_shuffled_labels(ra
         shuffled = np.random.default_rng(int(shuffled.sum() * 7 + 1)).permutation(labels)
     noise = enriched_patterns(lambda k: encoded.arrays(int(train_idx[k])), len(train_idx), shuffled, "binary", 4)
     assert all(MOTIF not in p.pattern for p in noise)
+
+
+def test_carriers_are_the_sequences_that_hold_a_pattern_inside_their_length():
+    codes = np.array([[0, 1, 2, 3, 4, 20], [4, 3, 2, 1, 0, 0], [9, 0, 1, 2, 20, 20]], dtype=np.uint8)
+    lengths = np.array([5, 5, 3])  # the third holds ACD only beyond its length
+    assert carries(codes, lengths, CONTIGUOUS_3, pattern_code((0, 1, 2))).tolist() == [True, False, False]
+    assert pattern_string(CONTIGUOUS_3, pattern_code((0, 1, 2))) == "ACD"
+
+
+def _context_repertoires(n_repertoires: int = 40, n_sequences: int = 300):
+    """Positives carry WPQV, always followed by HCH, in 6 sequences, and KCMY on its own in 3."""
+    rng = np.random.default_rng(0)
+    code = {a: i for i, a in enumerate(AMINO_ACIDS)}
+    repertoires, labels = [], np.arange(n_repertoires) % 2
+    for positive in labels:
+        codes = rng.integers(0, 20, size=(n_sequences, 12)).astype(np.uint8)
+        if positive:
+            codes[:6, 2:9] = [code[c] for c in "WPQVHCH"]
+            codes[6:9, 4:8] = [code[c] for c in "KCMY"]
+        repertoires.append((codes, np.full(n_sequences, 12)))
+    return repertoires, labels
+
+
+def test_a_pattern_enriched_only_beside_a_stronger_motif_is_not_seeded(monkeypatch):
+    repertoires, labels = _context_repertoires()
+    found = enriched_patterns(lambda i: repertoires[i], len(labels), labels, "binary", 8)
+    assert [p.pattern for p in found] == ["WPQV", "KCMY"]
+    # without explaining away, the motif's neighbourhood would be seeded as a motif of its own
+    monkeypatch.setattr(seeding, "RESIDUAL_MIN_T", -np.inf)
+    every = [p.pattern for p in enriched_patterns(lambda i: repertoires[i], len(labels), labels, "binary", 8)]
+    assert every == ["WPQV", "VHCH", "KCMY"]
 
 
 def test_a_witness_survives_the_reduction_once_the_attention_prefers_it(rare):
