@@ -40,7 +40,8 @@ class TrainingConfig:
     learning_rate: float = 1e-3  # Adam step size
     weight_decay: float = 1e-4  # Adam L2 penalty
     eval_every: int = 25  # updates between validation evaluations
-    patience: int = 12  # evaluations without validation-loss improvement before stopping
+    patience: int = 40  # evaluations without validation-loss improvement before stopping (1,000 updates: the
+    # validation loss of ~40 repertoires is noisy and flat while the slow fine-tuning still improves the model)
     min_updates: int = 1000  # no early stopping before this many updates (a run that has not started to learn)
     validation_fraction: float = 0.2  # share of repertoires held out (stratified) for validation
     eval_max_sequences: int | None = None  # cap sequences per validation repertoire (None = all)

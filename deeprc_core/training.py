@@ -647,24 +647,37 @@ class _Trainer:
         return model.output(pooled.reshape(n_bags, -1))  # (B, H * D) -> (B, n_outputs)
 
     def index_training_receptors(self, encoded: _Encoded, train_idx: np.ndarray) -> None:
-        """Remember which receptors the training repertoires hold (``validate_unseen``), as a bit set of
-        :data:`SEEN_BITS` bits over their keys: memory stays bounded on any cohort; a key that collides with a
-        training one only drops that validation sequence, a random thinning that leaves the estimate unbiased."""
+        """Remember which receptors the training repertoires of only one class hold (``validate_unseen``; for
+        regression: every training receptor), as a bit set of :data:`SEEN_BITS` bits over their keys: memory
+        stays bounded on any cohort; a key that collides with a training one only drops that validation
+        sequence, a random thinning that leaves the estimate unbiased. A receptor that training repertoires
+        of two classes hold (a public clone in patients and controls) tells the classes nothing a model could
+        memorise, and new patients carry such clones too, so it stays in validation."""
         self._seen, self._unseen = None, {}
         if not self.cfg.validate_unseen:
             return
-        bits = np.zeros(1 << (SEEN_BITS - 3), dtype=np.uint8)
-        for i in train_idx:
-            np.bitwise_or.at(bits, *_seen_address(encoded.get(int(i))))
-        self._seen = bits
+        size = 1 << (SEEN_BITS - 3)
+        if self.stratify is None:
+            groups = [train_idx]
+        else:
+            groups = [train_idx[self.y[train_idx] == c] for c in np.unique(self.y[train_idx])]
+        seen, shared = np.zeros(size, dtype=np.uint8), np.zeros(size, dtype=np.uint8)
+        for members in groups:
+            bits = np.zeros(size, dtype=np.uint8)
+            for i in members:
+                np.bitwise_or.at(bits, *_seen_address(encoded.get(int(i))))
+            shared |= seen & bits
+            seen |= bits
+        self._seen = seen & ~shared
 
     def unseen_rows(self, i: int, rep: _EncodedRepertoire) -> _EncodedRepertoire:
-        """Validation repertoire ``i`` without the receptors that a training repertoire holds too: the
-        validation loss then measures what the model learnt about the signal, not which receptors it has
-        seen. Receptors shared between training and validation repertoires (public clones, or one donor's
-        clones in several samples) otherwise let a model that memorises them look best, while new patients
-        share none (measured on real receptors with disjoint test donors: validation AUC 0.99, held-out 0.86).
-        All rows are kept when every one of them was seen."""
+        """Validation repertoire ``i`` without the receptors that training repertoires of one class hold too
+        (:meth:`index_training_receptors`): the validation loss then measures what the model learnt about the
+        signal, not which receptors it has seen. Receptors shared between training and validation
+        repertoires (one donor's clones in several samples, witnesses of the same donors) otherwise let a
+        model that memorises them look best, while new patients share none (measured on real receptors with
+        disjoint test donors: validation AUC 0.99, held-out 0.86). All rows are kept when every one of them
+        was seen."""
         if self._seen is None:
             return rep
         if i not in self._unseen:

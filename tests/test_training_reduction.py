@@ -308,6 +308,26 @@ def test_validation_leaves_out_the_receptors_a_training_repertoire_holds(rare):
     assert len(off.unseen_rows(-1, mixed).lengths) == len(mixed.lengths)
 
 
+def test_validation_keeps_the_receptors_training_repertoires_of_both_classes_hold(rare):
+    from deeprc_core.training import _EncodedRepertoire
+
+    trainer, model, encoded, train_idx = _seeded(rare)
+    other = encoded.get(int(np.setdiff1d(np.arange(len(rare)), train_idx)[0]))
+    public, patients_only, new = (other.subset(torch.arange(a, a + 50)) for a in (0, 50, 100))
+    positive = int(next(i for i in train_idx if trainer.y[i] == 1))
+    negative = int(next(i for i in train_idx if trainer.y[i] == 0))
+    held = {positive: _EncodedRepertoire.concat([public, patients_only]), negative: public}
+
+    class Held:  # the two training repertoires hold these receptors
+        def get(self, i: int) -> _EncodedRepertoire:
+            return held[i]
+
+    trainer.index_training_receptors(Held(), np.array([positive, negative]))
+    kept = trainer.unseen_rows(-1, _EncodedRepertoire.concat([public, patients_only, new]))
+    expected = np.concatenate([public.receptor_keys(), new.receptor_keys()])
+    assert np.array_equal(kept.receptor_keys(), expected)  # a public clone stays; one class's receptors go
+
+
 def test_the_seeded_start_is_the_first_candidate_for_the_kept_model(rare):
     from deeprc_core.training import train
 
