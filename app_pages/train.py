@@ -78,7 +78,7 @@ def live_progress() -> None:
             cols[0].metric("Updates", f"{progress.update:,}")
             cols[1].metric("Training loss", loss)
             auc = (progress.best or {}).get("val_auc")
-            cols[2].metric("Best validation AUC, unseen receptors", "–" if auc is None else f"{auc:.3f}")
+            cols[2].metric("Best validation AUC, new receptors", "–" if auc is None else f"{auc:.3f}")
             cols[3].metric("Elapsed / ETA", f"{clock(progress.elapsed_s)} / {clock(progress.eta_s)}")
             if snap["history"]:
                 st.plotly_chart(curves(snap["history"]), width="stretch", key="train_live_curves")
@@ -210,15 +210,19 @@ if snap["state"] == "cancelled":
 else:
     st.success(f"Finished after {result.state['update']:,} updates ({result.state.get('stop_reason', 'done')}).")
 metrics = result.metrics
+HELP = {
+    "auc": "On the validation repertoires without the receptors that training repertoires of one class hold "
+    "(what a model could have memorised); receptors both classes hold, such as public clones, stay."
+}
 shown = [
-    ("auc", "Validation AUC, unseen receptors"),
+    ("auc", "Validation AUC, new receptors"),
     ("balanced_accuracy", "Balanced accuracy"),
     ("f1", "F1"),
     ("best_update", "Best update"),
 ]
 for col, (key, label) in zip(st.columns(4), shown):
     if metrics.get(key) is not None:
-        col.metric(label, f"{metrics[key]:,}" if key == "best_update" else f"{metrics[key]:.3f}")
+        col.metric(label, f"{metrics[key]:,}" if key == "best_update" else f"{metrics[key]:.3f}", help=HELP.get(key))
 models.show_reference(result.model)
 if result.history:
     st.plotly_chart(curves(result.history), width="stretch")

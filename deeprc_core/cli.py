@@ -175,7 +175,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     def listed(metrics: dict) -> str:
         return ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if isinstance(v, float))
 
-    which = " on the receptors no training repertoire holds" if training.validate_unseen else ""
+    which = " without the receptors that training repertoires of one class hold" if training.validate_unseen else ""
     print(
         f"Saved model to {args.out} ({result.state['update']} updates, {result.state['stop_reason']}); "
         f"validation{which}: {listed(result.metrics)}"
@@ -373,8 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--validate-all-receptors",
         action="store_true",
-        help="validate on every receptor (default: only those no training repertoire holds, so memorised "
-        "shared receptors cannot win model selection)",
+        help="validate on every receptor (default: without those that training repertoires of one class hold, so "
+        "a model that memorises them cannot win model selection)",
     )
     _add_threads(p)
     p.add_argument(

@@ -45,8 +45,9 @@ class TrainingConfig:
     min_updates: int = 1000  # no early stopping before this many updates (a run that has not started to learn)
     validation_fraction: float = 0.2  # share of repertoires held out (stratified) for validation
     eval_max_sequences: int | None = None  # cap sequences per validation repertoire (None = all)
-    validate_unseen: bool = True  # validation scores each repertoire on the receptors that no training repertoire
-    # holds, so shared receptors (public clones, a donor sampled twice) cannot make memorising them look best
+    validate_unseen: bool = True  # validation scores each repertoire without the receptors that training repertoires
+    # of one class hold, so receptors shared with training (a donor sampled twice, the same donors' witnesses) cannot
+    # make memorising them look best; receptors both classes hold (public clones) stay
     use_genes: bool | None = None  # learn V/J gene embeddings joined to each sequence's embedding; None = when the
     # dataset has gene calls (real receptors carry much of their specificity in the V gene)
     reference: bool = True  # also fit the k-mer and V/J logistic-regression references on the same split (binary)

@@ -108,7 +108,7 @@ def model_card_table(model: DeepRC) -> pd.DataFrame:
     ]
     rows += _held_out_rows(card.get("held_out") or info.get("test_metrics") or info.get("held_out_metrics") or {})
     if isinstance(info.get("validation_metrics_all_receptors"), dict):  # model selection read unseen receptors
-        rows += _validation_rows(info["validation_metrics"], " (receptors not seen in training)")
+        rows += _validation_rows(info["validation_metrics"], " (new receptors)")
         rows += _validation_rows(info["validation_metrics_all_receptors"], " (all receptors)")
     else:
         rows += _validation_rows(info.get("validation_metrics"))

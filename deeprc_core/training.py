@@ -3,8 +3,8 @@
 Each update takes ``batch_size`` training repertoires; from each it draws ``n_sequences`` sequences
 without replacement (seeded), scores them with the current attention network (no gradient), keeps the
 ``top_fraction`` with the highest attention and runs the differentiable forward pass on those only. Every
-``eval_every`` updates the validation repertoires are scored on all their sequences that no training repertoire
-holds (``validate_unseen``); the model with the lowest validation loss, the seeded start included, is kept and
+``eval_every`` updates the validation repertoires are scored on all their sequences except those that training
+repertoires of one class hold (``validate_unseen``); the model with the lowest validation loss, the seeded start included, is kept and
 restored at the end, and training stops early after ``patience`` evaluations without improvement, at
 ``max_updates`` or after ``max_minutes``.
 
@@ -693,7 +693,7 @@ class _Trainer:
         self, model: DeepRC, indices: np.ndarray, encoded: _Encoded | None = None, unseen: bool = False
     ) -> torch.Tensor:
         """Full-repertoire outputs ``(n, n_outputs)`` (optionally capped per repertoire, seeded; with
-        ``unseen``, on the receptors that no training repertoire holds, see :meth:`unseen_rows`)."""
+        ``unseen``, without the receptors that training repertoires of one class hold, see :meth:`unseen_rows`)."""
         model.eval()
         encoded = encoded or self.prepare(model)
         rng = np.random.default_rng(self.cfg.seed + 1)
@@ -724,7 +724,7 @@ class _Trainer:
     def evaluate(
         self, model: DeepRC, indices: np.ndarray, encoded: _Encoded | None = None, unseen: bool = False
     ) -> dict[str, float]:
-        """Loss and metrics on full repertoires (with ``unseen``, on their receptors not seen in training)."""
+        """Loss and metrics on full repertoires (with ``unseen``, without one class's training receptors)."""
         outputs = self.outputs(model, indices, encoded, unseen)
         spec, y = self.spec, self.y[indices]
         result = {"loss": float(_loss(outputs, torch.as_tensor(y, device=outputs.device), spec, self.pos_weight))}
@@ -863,7 +863,7 @@ class _Trainer:
         model.eval()
         metrics = {k[4:]: v for k, v in record.best.items() if k.startswith("val_")}
         metrics["best_update"] = record.best["update"]
-        # model selection read the validation receptors not seen in training; on all of them, the kept model's
+        # model selection read the validation receptors new to training (validate_unseen); on all of them, the kept model's
         # figures compare like for like with references fitted on whole repertoires
         every = self.evaluate(model, val_idx, encoded) if self._seen is not None else None
         state = {"update": update, "best_loss": record.loss, "stop_reason": reason, "history": history}
@@ -871,7 +871,7 @@ class _Trainer:
             "target": asdict(self.spec),
             "training": asdict(cfg),
             "data": {**self.dataset.summary(), "n_train": int(len(train_idx)), "n_validation": int(len(val_idx))},
-            "validation_metrics": metrics,  # of the receptors not seen in training (validate_unseen)
+            "validation_metrics": metrics,  # without one class's training receptors (validate_unseen)
             "updates": update,
             "stop_reason": reason,
             "training_seconds": round(time.perf_counter() - start, 1),

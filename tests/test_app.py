@@ -235,7 +235,7 @@ def test_train_tiny_model_becomes_selectable() -> None:
         time.sleep(1.0)
         at.run()
     assert "Finished after" in at.success[0].value
-    auc = float(metric(at, "Validation AUC, unseen receptors"))
+    auc = float(metric(at, "Validation AUC, new receptors"))
     assert np.isnan(auc) or 0.0 <= auc <= 1.0
     at.text_input(key="train_model_name").set_value("tiny_test_model")
     at.button(key="train_save").click().run()

@@ -92,7 +92,7 @@ def test_train_prints_where_it_saved(small, tmp_path, capsys):
     stdout = capsys.readouterr().out
     assert f"Saved model to {out}" in stdout and "3 updates" in stdout and "auc=" in stdout
     # model selection read the unseen receptors; the all-receptor figures stand beside the references
-    assert "validation on the receptors no training repertoire holds: " in stdout
+    assert "validation without the receptors that training repertoires of one class hold: " in stdout
     assert "Validation on all receptors: " in stdout
 
 

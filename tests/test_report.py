@@ -90,7 +90,7 @@ def test_model_card_names_which_receptors_the_validation_figures_read() -> None:
     model = tiny_model()
     model.info = {"validation_metrics": {"auc": 0.9}, "validation_metrics_all_receptors": {"auc": 0.97}}
     card = model_card_table(model).set_index("fact")["value"]
-    assert card["validation AUC (receptors not seen in training)"] == "0.900"
+    assert card["validation AUC (new receptors)"] == "0.900"
     assert card["validation AUC (all receptors)"] == "0.970"
 
 
