@@ -252,22 +252,18 @@ def _explained(
     """
     if len(found) < 2:
         return found
-    carried = []  # per repertoire: the candidate bit sets of its carrier sequences, how many of each, its size
+    carried = []  # per repertoire: which candidates each of its carrier sequences holds (carriers only), its size
     for i in range(n_repertoires):
         codes, lengths = repertoires(i)
-        bits = np.zeros(len(codes), dtype=np.int64)
-        for b, p in enumerate(found):
-            bits |= carries(codes, lengths, p.shape, pattern_code(p.residues)).astype(np.int64) << b
-        sets, counts = np.unique(bits[bits > 0], return_counts=True)
-        carried.append((sets, counts, max(len(codes), 1)))
+        hits = np.stack([carries(codes, lengths, p.shape, pattern_code(p.residues)) for p in found], axis=1)
+        carried.append((hits[hits.any(axis=1)], max(len(codes), 1)))
     kept = [0]
     for j in range(1, len(found)):
-        stronger = sum(1 << k for k in kept)
 
-        def rate(i: int, j: int = j, stronger: int = stronger) -> np.ndarray:
-            sets, counts, n = carried[i]
-            alone = (((sets >> j) & 1) == 1) & ((sets & stronger) == 0)
-            return np.array([counts[alone].sum() * 1000.0 / n])
+        def rate(i: int, j: int = j, stronger: tuple[int, ...] = tuple(kept)) -> np.ndarray:
+            hits, n = carried[i]
+            alone = hits[:, j] & ~hits[:, list(stronger)].any(axis=1)
+            return np.array([alone.sum() * 1000.0 / n])
 
         masked = enrichment(rate, n_repertoires, labels, kind, unit, seed)
         if masked.t[list(masked.classes).index(found[j].label), 0] > RESIDUAL_MIN_T:
