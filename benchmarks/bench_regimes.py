@@ -245,8 +245,9 @@ def _attention(
         ap.append(ranking_metrics(logits, carriers)["auprc"])
         for motif, aps in by_motif.items():  # the other motifs' carriers left out of this motif's ranking
             mine = _motif_carrier((motif,))(rep.sequences) | witness_mask(rep, truth=truth[truth["motif"] == motif])
-            rows = mine | ~carriers
-            aps.append(ranking_metrics(logits[rows], mine[rows])["auprc"])
+            if mine.any():  # a repertoire with none of this motif's carriers says nothing about finding them
+                rows = mine | ~carriers
+                aps.append(ranking_metrics(logits[rows], mine[rows])["auprc"])
         chance.append(float(carriers.mean()))
         rank = np.empty(len(rep), dtype=np.int64)
         rank[attention_order(score)] = np.arange(len(rep))  # 0 = highest attention
