@@ -42,7 +42,8 @@ Usage::
         [--out benchmarks/output/regimes] [--quick] [--real-data PATH] [--motifs M1 M2 M3] [--gapped-motifs G1 G2]
 
 ``--motifs`` and ``--gapped-motifs`` replace the motifs above (use another ``--out``: a folder holds one
-simulation per regime), so that a setting is never tuned to one motif choice. ``--quick`` shrinks every regime (32 x n/5 training, 16 test repertoires) for a smoke run. The ``real``
+simulation per regime), so that a setting is never tuned to one motif choice. ``--quick`` shrinks every
+regime (32 x n/5 training, 16 test repertoires) for a smoke run. The ``real``
 regime needs the MIRA files of tcrdist3: ``pip install --no-deps tcrdist3==0.3`` (MIT licence, 2.5 MB; none of
 its dependencies are needed), or ``--real-data`` with the downloaded wheel; without them it is skipped.
 """
@@ -232,6 +233,8 @@ def _attention(
     common in the background can hide how well the attention finds another)."""
     ap, chance, rank_pct, top1, natural = [], [], [], [], []
     by_motif: dict[str, list[float]] = {m: [] for m in motifs}
+    motif_carrier = {m: _motif_carrier((m,)) for m in motifs}
+    motif_truth = {m: truth[truth["motif"] == m] for m in motifs}
     labels = _labels(test_set)
     for i, score in enumerate(scores):
         rep = test_set.repertoire(i)
@@ -244,7 +247,7 @@ def _attention(
         logits = score.attention_logits[:, 0]
         ap.append(ranking_metrics(logits, carriers)["auprc"])
         for motif, aps in by_motif.items():  # the other motifs' carriers left out of this motif's ranking
-            mine = _motif_carrier((motif,))(rep.sequences) | witness_mask(rep, truth=truth[truth["motif"] == motif])
+            mine = motif_carrier[motif](rep.sequences) | witness_mask(rep, truth=motif_truth[motif])
             if mine.any():  # a repertoire with none of this motif's carriers says nothing about finding them
                 rows = mine | ~carriers
                 aps.append(ranking_metrics(logits[rows], mine[rows])["auprc"])

@@ -4,9 +4,9 @@ Each update takes ``batch_size`` training repertoires; from each it draws ``n_se
 without replacement (seeded), scores them with the current attention network (no gradient), keeps the
 ``top_fraction`` with the highest attention and runs the differentiable forward pass on those only. Every
 ``eval_every`` updates the validation repertoires are scored on all their sequences except those that training
-repertoires of one class hold (``validate_unseen``); the model with the lowest validation loss, the seeded start included, is kept and
-restored at the end, and training stops early after ``patience`` evaluations without improvement, at
-``max_updates`` or after ``max_minutes``.
+repertoires of one class hold (``validate_unseen``); the model with the lowest validation loss, the seeded start
+included, is kept and restored at the end, and training stops early after ``patience`` evaluations without
+improvement, at ``max_updates`` or after ``max_minutes``.
 
 Lessons from running the original DeepRC on a CPU, each avoided here: Adam ``eps`` is the default 1e-8 (not
 1e-4), subsampling is without replacement and seeded, nothing is normalised bag-wide, evaluation never
@@ -863,8 +863,8 @@ class _Trainer:
         model.eval()
         metrics = {k[4:]: v for k, v in record.best.items() if k.startswith("val_")}
         metrics["best_update"] = record.best["update"]
-        # model selection read the validation receptors new to training (validate_unseen); on all of them, the kept model's
-        # figures compare like for like with references fitted on whole repertoires
+        # model selection read the validation receptors new to training (validate_unseen); on all of them, the kept
+        # model's figures compare like for like with references fitted on whole repertoires
         every = self.evaluate(model, val_idx, encoded) if self._seen is not None else None
         state = {"update": update, "best_loss": record.loss, "stop_reason": reason, "history": history}
         model.info = {

@@ -149,7 +149,8 @@ def show_reference(model: DeepRC) -> None:
         help="Validation AUC of this model on every receptor of the validation repertoires, as the references see "
         "them. "
         + (
-            f"Without the receptors that training repertoires of one class hold (what picked the kept model): {unseen:.3f}."
+            "Without the receptors that training repertoires of one class hold (what picked the kept model): "
+            f"{unseen:.3f}."
             if unseen is not None and "validation_metrics_all_receptors" in info
             else ""
         ),
