@@ -200,7 +200,7 @@ with right:
     for src, rep in zip(chosen, repertoires):
         flags = witness_mask(rep, truth=truth)
         if flags.any():
-            rankings[src.name] = (cache.cached_score(model, model_key, rep, src.key).attention_logits[:, 0], flags)
+            rankings[src.name] = (cache.cached_score(model, model_key, rep, src.key).ranking, flags)
     st.plotly_chart(recall_at_k_figure(rankings), width="stretch")
 
 st.subheader("Per repertoire")

@@ -101,7 +101,7 @@ def _evaluate(model, repertoires, labels, truth, motifs, args) -> None:
         if not witnesses.any() or n_positive >= args.positives:
             continue
         n_positive += 1
-        ranking.append(ranking_metrics(score.attention_logits[:, 0], witnesses))
+        ranking.append(ranking_metrics(score.ranking, witnesses))
         z = repertoire_representation(model, rep)
         for explain in EXPLAIN:
             start = time.perf_counter()

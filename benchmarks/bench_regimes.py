@@ -244,7 +244,7 @@ def _attention(
             continue
         implanted = witness_mask(rep, truth=truth)
         carriers |= implanted
-        logits = score.attention_logits[:, 0]
+        logits = score.ranking  # over all heads
         ap.append(ranking_metrics(logits, carriers)["auprc"])
         for motif, aps in by_motif.items():  # the other motifs' carriers left out of this motif's ranking
             mine = motif_carrier[motif](rep.sequences) | witness_mask(rep, truth=motif_truth[motif])

@@ -5,10 +5,12 @@ model to the one-hot residues of chosen sequences of a repertoire. Three functio
 answers a different question (``explain=``):
 
 ``"attention"`` (default) — *why is this sequence attended?*
-    The sequence's own attention logit ``a_ih = f(h(x_i))[h]`` (head ``h``, default 0), as a function of its
-    residues alone. No other sequence enters, so every attributed sequence is explained on the same scale,
-    and two equally strong witnesses both point at their motif. Completeness: the attributions sum to
-    ``a(input) - a(baseline)``.
+    The sequence's own attention logit ``a_ih = f(h(x_i))[h]`` (head ``h``), as a function of its residues
+    alone. No other sequence enters, so every attributed sequence is explained on the same scale, and two
+    equally strong witnesses both point at their motif. Completeness: the attributions sum to
+    ``a(input) - a(baseline)``. With several heads and none chosen, the function is the sequence's log share
+    of the attention over all heads, ``log mean_h exp(a_ih - lse_h)``, with the repertoire's log-normalisers
+    ``lse_h`` held fixed (so still no other sequence enters); with one head that is the logit itself.
 
 ``"contribution"`` — *what does this sequence add to the repertoire's prediction?*
     The repertoire's output with sequence ``i`` swapped in against the fixed rest of the repertoire (below).
@@ -49,7 +51,7 @@ For an attributed sequence ``i`` of a repertoire with sequences ``j = 1..N``:
 
 With ``head=h`` (``"contribution"``, ``"repertoire"``) only head ``h``'s pooled vector follows the varying
 sequences; the other heads' pooled vectors are held at their full-repertoire values, so the attribution is the
-contribution through head ``h`` alone. For ``"attention"`` ``head`` picks the logit explained (default 0).
+contribution through head ``h`` alone. For ``"attention"`` ``head`` picks the logit explained (see above).
 
 Baselines
 ---------
@@ -70,6 +72,7 @@ measure rounding, not the integration error.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -79,7 +82,7 @@ import torch
 
 from deeprc_core.errors import DeepRCError
 from deeprc_core.io import AMINO_ACIDS, N_AMINO_ACIDS, PAD, Repertoire
-from deeprc_core.model import DeepRC
+from deeprc_core.model import DeepRC, sequence_attention
 from deeprc_core.scoring import repertoire_representation
 
 BASELINES = ("zero", "background")
@@ -116,8 +119,8 @@ class SequenceAttributions:
     indices: np.ndarray  # (S,) row of each sequence in the repertoire
     sequences: np.ndarray  # (S,) junction strings
     lengths: np.ndarray  # (S,) junction lengths
-    ranks: np.ndarray  # (S,) attention rank in the repertoire (1 = highest) for the chosen head
-    attention: np.ndarray  # (S,) softmax attention weight for the chosen head
+    ranks: np.ndarray  # (S,) attention rank in the repertoire (1 = highest) for the chosen head (None: all heads)
+    attention: np.ndarray  # (S,) softmax attention weight for the chosen head (None: the heads' mean)
     attributions: np.ndarray  # (S, L, 20) attribution to each one-hot residue channel
     position_attributions: np.ndarray  # (S, L, 3) attribution to the position features
     deltas: np.ndarray  # (S,) convergence delta: sum of attributions - (f(input) - f(baseline))
@@ -270,8 +273,10 @@ def _as(value: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     return value.to(dtype) if value is not None and value.is_floating_point() else value
 
 
-def _attention_function(model: DeepRC, head: int) -> Callable[..., torch.Tensor]:
-    """``explain="attention"``: each sequence's own attention logit of ``head``, ``(S',)``."""
+def _attention_function(model: DeepRC, head: int | None, lse: torch.Tensor) -> Callable[..., torch.Tensor]:
+    """``explain="attention"``: each sequence's own attention logit of ``head``, ``(S',)``; with ``head`` None
+    its log share of the attention over all heads (:func:`~deeprc_core.model.sequence_attention`), the
+    repertoire's log-normalisers ``lse`` ``(H,)`` held fixed."""
 
     def forward(
         onehot: torch.Tensor,
@@ -283,7 +288,10 @@ def _attention_function(model: DeepRC, head: int) -> Callable[..., torch.Tensor]
     ) -> torch.Tensor:
         features = torch.cat([onehot, position], dim=-1)  # (S', L, 20) + (S', L, 3) -> (S', L, 23)
         z = model.represent(model.embed_features(features, lengths), v_index, j_index, counts)  # (S', D)
-        return model.attention_logits(z)[:, head]  # (S', H) -> (S',)
+        logits = model.attention_logits(z)  # (S', H)
+        if head is not None:
+            return logits[:, head]
+        return torch.logsumexp(logits - lse.to(logits.dtype), dim=1) - math.log(logits.shape[1])
 
     return forward
 
@@ -389,7 +397,7 @@ def attribute_sequences(
         The repertoire the sequences belong to; it provides the attention ranking and the fixed context.
     indices
         Rows of the repertoire to attribute ``(S,)``; default the ``top`` highest-attention sequences of
-        ``head`` (head 0 when no head is chosen), in rank order.
+        ``head`` (over all heads when no head is chosen), in rank order.
     explain
         What is explained (module docstring): ``"attention"`` (each sequence's attention logit; why it is
         attended), ``"contribution"`` (the repertoire output with one sequence at a time swapped in; what it
@@ -399,8 +407,9 @@ def attribute_sequences(
         The output to explain (see :func:`resolve_output`); default the positive-class logit (binary). Not
         used by ``explain="attention"``.
     head
-        ``"attention"``: the head whose logit is explained (default 0). Otherwise: attribute only this
-        attention head's contribution (the other heads' pooled vectors held fixed).
+        ``"attention"``: the head whose logit is explained (default: with one head its logit; with several the
+        sequence's log share of the attention over all heads). Otherwise: attribute only this attention
+        head's contribution (the other heads' pooled vectors held fixed).
     baseline
         ``"zero"`` (all-zero one-hot) or ``"background"`` (the repertoire's residue frequencies).
     position_baseline
@@ -438,7 +447,9 @@ def attribute_sequences(
         raise DeepRCError(f"Repertoire {repertoire.name} holds no sequences to explain.")
     _check_head(model, head)
     if explain == "attention":
-        output_index, head = None, 0 if head is None else head
+        output_index = None
+        if head is None and model.config.n_heads == 1:
+            head = 0
     else:
         output_index = resolve_output(model, class_name, output_index)
     model.eval()
@@ -454,11 +465,15 @@ def attribute_sequences(
             )
         logits = model.attention_logits(z)  # (N, H)
     context = _FixedContext(z, logits)
-    ranked_head = 0 if head is None else head
-    order = np.argsort(-logits[:, ranked_head].cpu().numpy(), kind="stable")
+    if head is None:  # every head: the sequence's share of the attention
+        ranking = sequence_attention(logits.double().cpu())
+        weights = torch.softmax(logits.double(), dim=0).mean(dim=1).cpu().numpy()
+    else:
+        ranking = logits[:, head].double().cpu()
+        weights = torch.softmax(logits[:, head].double(), dim=0).cpu().numpy()
+    order = np.argsort(-ranking.numpy(), kind="stable")
     ranks = np.empty(len(order), dtype=np.int64)
     ranks[order] = np.arange(1, len(order) + 1)
-    weights = torch.softmax(logits[:, ranked_head].double(), dim=0).cpu().numpy()
     if indices is None:
         if top < 1:
             raise DeepRCError("Choose at least one sequence to explain (top must be 1 or more).")
@@ -482,7 +497,8 @@ def attribute_sequences(
     # thousands is far below float32 resolution of the output, and the delta would measure only rounding.
     model64 = copy.deepcopy(model).double()
     if explain == "attention":
-        forward, forward64 = _attention_function(model, head), _attention_function(model64, head)
+        lse = context.top + torch.log(context.total)  # (H,) the repertoire's log-normalisers
+        forward, forward64 = _attention_function(model, head, lse), _attention_function(model64, head, lse)
     elif explain == "contribution":
         forward = _forward_function(model, output_index, head, context.pooled.float().to(device))
         forward64 = _forward_function(model64, output_index, head, context.pooled.to(device))

@@ -540,6 +540,20 @@ class DeepRC(nn.Module):
         return self.output(self.pool(z, weights, bag, 1))[0], logits, weights
 
 
+def sequence_attention(logits: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """One attention score per sequence of one repertoire over all heads, ``(N, H)`` logits -> ``(N,)``: the
+    log of the mean of the heads' softmax weights, so ``exp`` of it is the sequence's share of the attention
+    (each head's weights sum to 1, their mean too). With one head it is the raw logit itself (the same order).
+    Every ranking of sequences by attention (tables, recovery, benchmarks) goes through this definition."""
+    as_numpy = isinstance(logits, np.ndarray)
+    t = torch.as_tensor(logits)
+    if t.shape[1] == 1:
+        score = t[:, 0]
+    else:
+        score = torch.logsumexp(torch.log_softmax(t.double(), dim=0), dim=1) - math.log(t.shape[1])
+    return score.numpy() if as_numpy else score
+
+
 def outputs_to_probabilities(outputs: torch.Tensor, config: DeepRCConfig) -> np.ndarray:
     """Network outputs ``(B, n_outputs)`` -> ``(B,)`` positive-class probability (binary), ``(B, n_classes)``
     class probabilities (multiclass) or ``(B,)`` predicted value (regression)."""
@@ -562,4 +576,5 @@ __all__ = [
     "outputs_to_probabilities",
     "position_features",
     "resolve_device",
+    "sequence_attention",
 ]

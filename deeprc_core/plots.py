@@ -46,7 +46,7 @@ def _attention_values(attention: np.ndarray | pd.DataFrame) -> np.ndarray:
             raise DeepRCError("The attention table needs an 'attention' column (see attention_table).")
         return attention["attention"].to_numpy(dtype=np.float64)
     values = np.asarray(attention, dtype=np.float64)
-    return values[:, 0] if values.ndim == 2 else values
+    return values.mean(axis=1) if values.ndim == 2 else values  # several heads: the mean weight, as the table
 
 
 def attention_rank_figure(
@@ -57,7 +57,7 @@ def attention_rank_figure(
     Parameters
     ----------
     attention
-        ``(N,)`` or ``(N, H)`` attention weights (head 0 is plotted), or an attention table.
+        ``(N,)`` or ``(N, H)`` attention weights (several heads: their mean), or an attention table.
     witnesses
         ``(N,)`` bool in the same order as ``attention``.
     """

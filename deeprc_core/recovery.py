@@ -51,7 +51,7 @@ from sklearn.metrics import average_precision_score
 from deeprc_core.attribution import SequenceAttributions, attribute_sequences, resolve_output
 from deeprc_core.errors import DeepRCError
 from deeprc_core.io import AMINO_ACIDS, N_AMINO_ACIDS, Repertoire, encode_sequences, repertoire_name
-from deeprc_core.model import DeepRC
+from deeprc_core.model import DeepRC, sequence_attention
 from deeprc_core.motifs import GAP_CHARS, kernel_motif_match, motif_matrix
 from deeprc_core.scoring import repertoire_representation
 
@@ -455,7 +455,7 @@ def recovery_report(
         with torch.inference_mode():
             outputs, logits, _ = model.outputs_from_representation(z)
         row: dict[str, float | str] = {"repertoire": rep.name}
-        row.update(ranking_metrics(logits[:, 0].float().cpu().numpy(), witnesses, ks, top_fraction))
+        row.update(ranking_metrics(sequence_attention(logits.float().cpu().numpy()), witnesses, ks, top_fraction))
         row["output"] = float(outputs[output_index])
         if attribute_top > 0 and {"motif_start", "motif_length"} <= set(truth.columns):
             result = attribute_sequences(

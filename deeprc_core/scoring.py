@@ -17,7 +17,7 @@ import torch
 
 from deeprc_core.errors import DeepRCError
 from deeprc_core.io import Repertoire, read_repertoire
-from deeprc_core.model import DeepRC, outputs_to_probabilities
+from deeprc_core.model import DeepRC, outputs_to_probabilities, sequence_attention
 
 
 @dataclass
@@ -29,6 +29,18 @@ class RepertoireScore:
     prediction: np.ndarray | float  # positive-class probability (binary), class probabilities, or value
     attention_logits: np.ndarray  # (N, H) raw attention scores f(z)
     attention: np.ndarray  # (N, H) softmax weights over the whole repertoire, per head
+
+    @property
+    def ranking(self) -> np.ndarray:
+        """``(N,)`` attention score over all heads (:func:`~deeprc_core.model.sequence_attention`; one head:
+        the raw logit): the order of every attention ranking."""
+        return sequence_attention(self.attention_logits)
+
+    @property
+    def share(self) -> np.ndarray:
+        """``(N,)`` each sequence's share of the attention: its softmax weight, with several heads the mean of
+        the heads' weights (``exp`` of :attr:`ranking`, so the two sort alike)."""
+        return self.attention[:, 0] if self.attention.shape[1] == 1 else np.exp(self.ranking)
 
 
 @torch.inference_mode()
@@ -139,16 +151,18 @@ def predict_files(
 
 
 def attention_order(score: RepertoireScore) -> np.ndarray:
-    """Row positions of a repertoire's sequences from highest to lowest attention (the first head, column
-    ``attention_h1``; ties keep file order): the order of :func:`attention_table`."""
-    return np.argsort(-score.attention_logits[:, 0], kind="stable")
+    """Row positions of a repertoire's sequences from highest to lowest attention (over all heads, see
+    :attr:`RepertoireScore.ranking`; ties keep file order): the order of :func:`attention_table`."""
+    return np.argsort(-score.ranking, kind="stable")
 
 
 def attention_table(model: DeepRC, repertoire: Repertoire, score: RepertoireScore | None = None) -> pd.DataFrame:
-    """One row per kept sequence, sorted by attention (the first head): ``sequence``, ``count``, ``v_call``,
-    ``j_call``, ``attention`` (softmax weight over the whole repertoire), ``attention_logit``, ``rank``
-    (1 = highest). With several heads, ``attention_h{i}`` / ``attention_logit_h{i}`` are added per head,
-    numbered from 1 as users count (``attention_h1`` is the library's head index 0)."""
+    """One row per kept sequence, sorted by attention: ``sequence``, ``count``, ``v_call``, ``j_call``,
+    ``attention`` (softmax weight over the whole repertoire; with several heads the mean of the heads'
+    weights), ``attention_logit`` (the raw logit; with several heads the log of ``attention``, see
+    :attr:`RepertoireScore.ranking`), ``rank`` (1 = highest). With several heads, ``attention_h{i}`` /
+    ``attention_logit_h{i}`` are added per head, numbered from 1 as users count (``attention_h1`` is the
+    library's head index 0)."""
     score = score or score_repertoire(model, repertoire)
     table = pd.DataFrame(
         {
@@ -156,8 +170,8 @@ def attention_table(model: DeepRC, repertoire: Repertoire, score: RepertoireScor
             "count": repertoire.counts,
             "v_call": repertoire.v_call,
             "j_call": repertoire.j_call,
-            "attention": score.attention[:, 0],
-            "attention_logit": score.attention_logits[:, 0],
+            "attention": score.share,
+            "attention_logit": score.ranking,
         }
     )
     if score.attention.shape[1] > 1:

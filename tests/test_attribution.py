@@ -21,7 +21,7 @@ from deeprc_core.errors import DeepRCError
 from deeprc_core.io import AMINO_ACIDS
 from deeprc_core.model import DeepRC, DeepRCConfig
 from deeprc_core.recovery import motif_mass, motif_residue_mask, witness_motif_mass
-from deeprc_core.scoring import score_repertoire
+from deeprc_core.scoring import attention_table, score_repertoire
 
 MOTIF = "SLGQ"
 
@@ -203,6 +203,23 @@ def test_head_contributions_add_up_for_a_linear_output(explain: str):
     # IG is linear in the explained function, and a linear o() is a sum of per-head terms.
     np.testing.assert_allclose(heads[0].attributions + heads[1].attributions, both.attributions, atol=1e-6)
     assert np.abs(heads[0].attributions).sum() > 0 and np.abs(heads[1].attributions).sum() > 0
+
+
+def test_attention_over_several_heads_is_each_sequences_share_of_it():
+    torch.manual_seed(1)
+    model = DeepRC(DeepRCConfig(n_kernels=6, kernel_size=3, n_heads=2, attention_units=4, max_length=20)).eval()
+    _, repertoires, _ = trained()
+    rep = repertoires[1]
+    table = attention_table(model, rep)
+    result = attribute_sequences(model, rep, top=4, n_steps=200)
+    # the sequences explained are the table's top four, with their shares of the attention over both heads
+    np.testing.assert_array_equal(result.sequences, table["sequence"].to_numpy()[:4])
+    np.testing.assert_allclose(result.attention, table["attention"].to_numpy()[:4], rtol=1e-5)
+    np.testing.assert_allclose(result.outputs, table["attention_logit"].to_numpy()[:4], atol=1e-5)
+    assert (result.relative_deltas() < 1e-2).all(), result.relative_deltas()
+    # one head chosen: that head's own logit, as before
+    head1 = attribute_sequences(model, rep, result.indices, n_steps=200, head=1)
+    np.testing.assert_allclose(head1.outputs, score_repertoire(model, rep).attention_logits[result.indices, 1], atol=1e-5)
 
 
 @pytest.mark.parametrize("explain", ["contribution", "repertoire"])

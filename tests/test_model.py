@@ -427,4 +427,7 @@ def test_attention_table(n_heads):
     if n_heads > 1:
         for h in (1, 2):
             assert table[f"attention_h{h}"].sum() == pytest.approx(1.0, abs=1e-5)
-        np.testing.assert_allclose(table["attention_h1"], table["attention"])
+        # one ranking over all heads: each sequence's share of the attention, the mean of the heads' weights
+        heads = table[[f"attention_h{h}" for h in range(1, n_heads + 1)]].to_numpy()
+        np.testing.assert_allclose(table["attention"], heads.mean(axis=1), rtol=1e-4, atol=1e-9)
+        np.testing.assert_allclose(np.exp(table["attention_logit"]), table["attention"], rtol=1e-6)
