@@ -32,7 +32,7 @@ class TrainingConfig:
     # training forward pass equals scoring on the whole repertoire; False = softmax over the kept ones only (the paper)
     warmup_updates: int = 100  # updates that train only the output network o() before h() and f() are fine-tuned
     # too (linear probe, then fine-tune: keeps the seeded detectors from being distorted by a random head)
-    fine_tune_factor: float = 0.03  # learning rate of h() and f() relative to o() after the warm-up (slow: the
+    fine_tune_factor: float = 0.1  # learning rate of h() and f() relative to o() after the warm-up (slow: the
     # seeded detectors are refined, not replaced)
     seed_kernels: bool = (
         True  # data-driven start: kernels and attention seeded on k-mers enriched in the training labels

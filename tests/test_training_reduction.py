@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import MOTIF, write_dataset
+from conftest import MOTIF, make_repertoire, write_dataset
 
 from deeprc_core import seeding
 from deeprc_core.dataset import open_dataset
@@ -174,6 +174,34 @@ def test_adamw_keeps_a_seeded_weight_the_loss_does_not_use():
         model.output[-1].bias.sum().backward()  # gradient only on o()
         optimizer.step()
     assert float(model.convs[0].weight[1].detach().min()) > 0.99  # Adam with L2 would have shrunk it by ~0.5
+
+
+def test_a_clone_carrying_two_seeded_motifs_does_not_take_over_the_attention():
+    """With one head, the attention units of two seeded patterns add up on a clone that carries both, which then
+    outweighs dozens of single carriers (on a two-motif simulation, one public clone with RDTG and a partial SLGQ
+    took 41 % of a negative repertoire's attention). With the default two heads each pattern pools in its own
+    head, and the clone counts as one carrier in each."""
+    rng = np.random.default_rng(3)
+    letters = list("ADEFGHILNRST")  # no residue of either pattern
+    sequences = ["CAS" + "".join(rng.choice(letters, 9)) + "F" for _ in range(400)]
+    for i in range(10):
+        sequences[i] = sequences[i][:5] + "WPQV" + sequences[i][9:]
+        sequences[10 + i] = sequences[10 + i][:5] + "KCMY" + sequences[10 + i][9:]
+    sequences[20] = "CASWPQVGKCMYF"
+    rep = make_repertoire("both", sequences)
+    patterns = [
+        seeding.EnrichedPattern(m, CONTIGUOUS_4, tuple(AMINO_ACIDS.index(a) for a in m), 8.0, 0, 11 / 400)
+        for m in ("WPQV", "KCMY")
+    ]
+    ratio = {}
+    for heads in (1, 2):
+        torch.manual_seed(0)
+        model = DeepRC(replace(ARCH, n_heads=heads)).eval()
+        seeding.seed_model(model, patterns)
+        share = score_repertoire(model, rep).share
+        ratio[heads] = share[20] / np.median(share[:20])
+    assert ratio[1] > 10, ratio  # the two units' lifts add up: one clone weighs as much as 10+ carriers
+    assert ratio[2] < 3, ratio  # one carrier in each head
 
 
 def test_gene_enrichment_finds_the_planted_gene_and_its_gain_balances_the_attention():
