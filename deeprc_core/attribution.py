@@ -72,7 +72,6 @@ measure rounding, not the integration error.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -82,7 +81,7 @@ import torch
 
 from deeprc_core.errors import DeepRCError
 from deeprc_core.io import AMINO_ACIDS, N_AMINO_ACIDS, PAD, Repertoire
-from deeprc_core.model import DeepRC, sequence_attention
+from deeprc_core.model import DeepRC, log_attention_share, sequence_attention
 from deeprc_core.scoring import repertoire_representation
 
 BASELINES = ("zero", "background")
@@ -291,7 +290,7 @@ def _attention_function(model: DeepRC, head: int | None, lse: torch.Tensor) -> C
         logits = model.attention_logits(z)  # (S', H)
         if head is not None:
             return logits[:, head]
-        return torch.logsumexp(logits - lse.to(logits.dtype), dim=1) - math.log(logits.shape[1])
+        return log_attention_share(logits, lse)
 
     return forward
 

@@ -550,8 +550,15 @@ def sequence_attention(logits: torch.Tensor | np.ndarray) -> torch.Tensor | np.n
     if t.shape[1] == 1:
         score = t[:, 0]
     else:
-        score = torch.logsumexp(torch.log_softmax(t.double(), dim=0), dim=1) - math.log(t.shape[1])
+        score = log_attention_share(t.double(), torch.logsumexp(t.double(), dim=0))
     return score.numpy() if as_numpy else score
+
+
+def log_attention_share(logits: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
+    """``(S, H)`` attention logits of some sequences and their repertoire's log-normalisers ``lse`` ``(H,)`` ->
+    ``(S,)`` each sequence's log share of the attention, averaged over the heads: ``log mean_h exp(a_h - lse_h)``.
+    With ``lse`` held fixed it is a function of the sequence alone (what attributions explain)."""
+    return torch.logsumexp(logits - lse.to(logits.dtype), dim=1) - math.log(logits.shape[1])
 
 
 def outputs_to_probabilities(outputs: torch.Tensor, config: DeepRCConfig) -> np.ndarray:
@@ -576,5 +583,6 @@ __all__ = [
     "outputs_to_probabilities",
     "position_features",
     "resolve_device",
+    "log_attention_share",
     "sequence_attention",
 ]

@@ -34,7 +34,7 @@ import torch
 from deeprc_core.attribution import SequenceAttributions, resolve_output
 from deeprc_core.errors import DeepRCError
 from deeprc_core.io import AMINO_ACIDS, GAP_CHARS, N_AMINO_ACIDS, PAD, Repertoire
-from deeprc_core.model import DeepRC
+from deeprc_core.model import DeepRC, log_attention_share
 from deeprc_core.scoring import repertoire_representation
 
 ALIGNMENTS = ("left", "right", "centre")
@@ -404,17 +404,18 @@ def kernel_motif_match(source: DeepRC | dict[int, pd.DataFrame], motif: str) -> 
 
 
 def kernel_attention_shares(
-    model: DeepRC, repertoires: Sequence[Repertoire], top: int = 50, head: int = 0, n_steps: int = 32
+    model: DeepRC, repertoires: Sequence[Repertoire], top: int = 50, head: int | None = None, n_steps: int = 32
 ) -> np.ndarray:
     """Each first-layer kernel's share of the attention logit of the top-attended sequences ``(K,)``.
 
     For the ``top`` highest-attention sequences of each repertoire, integrated gradients of the attention
-    logit ``f(z)[head]`` over the representation ``z``, from the repertoire's mean representation (an average
-    sequence) to each sequence's own: the attributions to the embedding dimension of kernel ``k``, summed
-    over all these sequences, divided by the summed rise of their logits above the average sequence's. The
-    shares of all dimensions (kernels, genes, counts) add up to 1; a negative share lowers the attention.
-    NaN without repertoires, and for CNNs of more than one layer (their embedding dimensions are the last
-    layer's kernels, not the first's).
+    logit ``f(z)[head]`` over the representation ``z`` (``head`` None: the sequence's log share of the attention
+    over all heads, :func:`~deeprc_core.model.sequence_attention`, the repertoire's normalisers held fixed; with
+    one head, its logit), from the repertoire's mean representation (an average sequence) to each sequence's
+    own: the attributions to the embedding dimension of kernel ``k``, summed over all these sequences, divided
+    by the summed rise of their logits above the average sequence's. The shares of all dimensions (kernels,
+    genes, counts) add up to 1; a negative share lowers the attention. NaN without repertoires, and for CNNs of
+    more than one layer (their embedding dimensions are the last layer's kernels, not the first's).
     """
     _check_cnn(model)
     n_kernels = model.convs[0].out_channels
@@ -423,19 +424,30 @@ def kernel_attention_shares(
         return np.full(n_kernels, np.nan)
     from captum.attr import IntegratedGradients  # imported on use (start-up cost)
 
-    ig = IntegratedGradients(lambda z: model.attention_logits(z)[:, head])
+    if head is None and model.config.n_heads == 1:
+        head = 0
     attributed = np.zeros(n_kernels)
     rise = 0.0
     for rep in repertoires:
         with torch.no_grad():
             z = repertoire_representation(model, rep).float().clone()  # (N, D)
-            logits = model.attention_logits(z)[:, head]
+            all_logits = model.attention_logits(z)  # (N, H)
+            lse = torch.logsumexp(all_logits, dim=0)  # (H,) the repertoire's log-normalisers, held fixed
+
+        def score(x: torch.Tensor, lse: torch.Tensor = lse) -> torch.Tensor:
+            a = model.attention_logits(x)
+            return a[:, head] if head is not None else log_attention_share(a, lse)
+
+        with torch.no_grad():
+            logits = score(z)
         chosen = torch.argsort(logits, descending=True, stable=True)[:top]
         reference = z.mean(dim=0, keepdim=True).expand(len(chosen), -1)  # (S, D)
-        attr = ig.attribute(z[chosen], baselines=reference, n_steps=n_steps, method="gausslegendre")  # (S, D)
+        attr = IntegratedGradients(score).attribute(
+            z[chosen], baselines=reference, n_steps=n_steps, method="gausslegendre"
+        )  # (S, D)
         attributed += attr[:, :n_kernels].sum(dim=0).detach().double().cpu().numpy()
         with torch.no_grad():
-            rise += float((logits[chosen] - model.attention_logits(reference)[:, head]).sum())
+            rise += float((logits[chosen] - score(reference)).sum())
     return attributed / rise if rise != 0 else np.full(n_kernels, np.nan)
 
 

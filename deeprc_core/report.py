@@ -253,7 +253,8 @@ def repertoire_report_html(
         :func:`~deeprc_core.scoring.attention_table` plus ``row`` (each sequence's row in the repertoire),
         sorted by attention.
     attributed
-        Integrated gradients of the top sequences (each sequence's attention logit); their residues are shaded.
+        Integrated gradients of the top sequences (each sequence's attention: its logit, or with several heads its
+        log share of the attention); their residues are shaded.
     n_steps, logo_png
         Integration steps (stated in the text) and the attribution logo as PNG.
     n_top
@@ -282,7 +283,7 @@ def repertoire_report_html(
         html_table(reasons[reasons["rows"] > 0]),
         f"<h2>Top {min(n_top, len(attention))} sequences by attention</h2>",
         f"<p class='muted'>Residues of the {len(attributed)} attributed sequences are shaded by their integrated-gradient "
-        f"attribution to the sequence's attention logit, i.e. why the model attends to it ({n_steps} steps, zero baseline), "
+        f"attribution to the sequence's attention (its log share over the heads), i.e. why the model attends to it ({n_steps} steps, zero baseline), "
         "relative to each sequence's strongest residue: red raises its attention, blue lowers it; hover for values.</p>",
         _top_sequences_html(attention, attributed, n_top),
         "<h2>Attribution logo</h2>",

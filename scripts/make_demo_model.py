@@ -6,7 +6,7 @@
 2. Train DeepRC on the training set (stratified 80/20 split for early stopping).
 3. Measure on the held-out test set: AUC, balanced accuracy, witness precision/recall in the top 1 % by
    attention, recall@10/100/1000, AUPRC, Jaccard of the top n with the n witnesses, the integrated-gradient
-   motif mass per witness (the default target, each sequence's attention logit; vs chance) for all three
+   motif mass per witness (the default target, each sequence's log share of the attention; vs chance) for all three
    attribution targets, the pooled motif mass, the residue AUROC and the best kernel-motif match; draw the
    kernel logos of the most important kernels.
 4. Save the model with its card (``config.json`` ``info.card``, ``MODEL_CARD.md``, ``card/*.png``).
@@ -113,7 +113,7 @@ def main() -> None:
     truth = read_truth(test_dir / "truth.tsv")
     truth = truth.assign(repertoire=truth["repertoire"].map(lambda s: s.split(".")[0]))
     positives = [r for r, label in zip(reps, y) if label == 1]
-    # The default target (each sequence's attention logit) gives the card's figures; the other two targets'
+    # The default target (each sequence's log share of the attention) gives the card's figures; the other two targets'
     # per-witness motif mass is recorded next to it.
     recovery = recovery_report(model, positives, truth, attribute_top=50, n_steps=32, motif=MOTIFS[0])
     by_target = {EXPLAIN[0]: recovery.summary.get("witness_motif_mass")}
@@ -224,8 +224,8 @@ def model_card_markdown(card: dict, info: dict) -> str:
         f"({_fmt(h['motif_mass_chance'])}) |",
         f"| best kernel match with GWQH (Pearson r) | {_fmt(h['kernel_match_GWQH'])} |",
         "",
-        f"Attributions: integrated gradients (target `{h.get('explain', 'attention')}`: each sequence's attention "
-        f"logit; 32 steps, zero baseline) for the {h.get('attributed_per_repertoire', 50)} highest-attention sequences of "
+        f"Attributions: integrated gradients (target `{h.get('explain', 'attention')}`: each sequence's log share of "
+        f"the attention over the heads; 32 steps, zero baseline) for the {h.get('attributed_per_repertoire', 50)} highest-attention sequences of "
         "each positive held-out repertoire; the per-witness figure averages, over the "
         f"{_fmt_count(h.get('n_witnesses_attributed'))} witnesses among them, the share of each one's positive "
         "attribution on its motif residues.",

@@ -43,10 +43,10 @@ def _threads(n: int):
 
 @functools.lru_cache(maxsize=1)
 def trained():
-    """A tiny CNN DeepRC trained for 60 full-batch Adam steps on the planted repertoires (a second or two)."""
+    """A tiny one-head CNN DeepRC trained for 60 full-batch Adam steps on the planted repertoires (a second or two)."""
     repertoires, truth = planted()
     torch.manual_seed(0)
-    model = DeepRC(DeepRCConfig(n_kernels=8, kernel_size=5, attention_units=8, max_length=20))
+    model = DeepRC(DeepRCConfig(n_kernels=8, kernel_size=5, attention_units=8, n_heads=1, max_length=20))
     width = max(r.codes.shape[1] for r in repertoires)
     codes = torch.cat(
         [
@@ -219,7 +219,9 @@ def test_attention_over_several_heads_is_each_sequences_share_of_it():
     assert (result.relative_deltas() < 1e-2).all(), result.relative_deltas()
     # one head chosen: that head's own logit, as before
     head1 = attribute_sequences(model, rep, result.indices, n_steps=200, head=1)
-    np.testing.assert_allclose(head1.outputs, score_repertoire(model, rep).attention_logits[result.indices, 1], atol=1e-5)
+    np.testing.assert_allclose(
+        head1.outputs, score_repertoire(model, rep).attention_logits[result.indices, 1], atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("explain", ["contribution", "repertoire"])

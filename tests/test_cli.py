@@ -169,7 +169,9 @@ def test_attention_writes_the_documented_columns(trained, tiny_dataset, tmp_path
         == 0
     )
     table = pd.read_csv(out, sep="\t", keep_default_na=False)
-    assert list(table.columns) == ["sequence", "count", "v_call", "j_call", "attention", "attention_logit", "rank"]
+    columns = ["sequence", "count", "v_call", "j_call", "attention", "attention_logit"]
+    heads = ["attention_h1", "attention_logit_h1", "attention_h2", "attention_logit_h2"]  # the default two heads
+    assert list(table.columns) == [*columns, *heads, "rank"]
     assert len(table) == 300
     assert table["rank"].tolist() == list(range(1, 301))
     assert table["attention"].sum() == pytest.approx(1.0, abs=1e-3)

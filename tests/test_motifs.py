@@ -43,7 +43,7 @@ def detector() -> DeepRC:
     """Kernel 0 fires on SLGQ (rows 0-3 of its 5 positions), kernel 2 reads only position features; attention
     and output read kernel 0 (output also kernel 1 a little)."""
     torch.manual_seed(0)
-    model = DeepRC(DeepRCConfig(n_kernels=4, kernel_size=5, attention_layers=1, max_length=20))
+    model = DeepRC(DeepRCConfig(n_kernels=4, kernel_size=5, attention_layers=1, n_heads=1, max_length=20))
     with torch.no_grad():
         conv = model.convs[0]
         conv.weight.normal_(0.0, 0.05)

@@ -267,7 +267,8 @@ def test_the_probe_reads_the_seeded_detectors_only(rare):
     trainer.probe(model, encoded, train_idx)
     weight = model.output[-1].weight.detach()[0]
     seeded = torch.zeros_like(weight, dtype=torch.bool)
-    seeded[trainer.seeded_features] = True
+    size = model.config.sequence_size  # o() reads the pooled vector of every head, one after the other
+    seeded[[h * size + f for h in range(model.config.n_heads) for f in trainer.seeded_features]] = True
     assert torch.all(weight[~seeded] == 0) and torch.any(weight[seeded] != 0)
     # and the head it fitted separates the training repertoires
     outputs = trainer.outputs(model, train_idx, encoded)[:, 0].numpy()
