@@ -204,6 +204,22 @@ def test_a_clone_carrying_two_seeded_motifs_does_not_take_over_the_attention():
     assert ratio[2] < 3, ratio  # one carrier in each head
 
 
+def test_a_head_without_a_seeded_pattern_of_its_own_reads_the_seeded_one():
+    rng = np.random.default_rng(4)
+    letters = list("ADEFGHILNRST")
+    sequences = ["CAS" + "".join(rng.choice(letters, 9)) + "F" for _ in range(300)]
+    for i in range(10):
+        sequences[i] = sequences[i][:5] + "WPQV" + sequences[i][9:]
+    rep = make_repertoire("one", sequences)
+    pattern = seeding.EnrichedPattern("WPQV", CONTIGUOUS_4, tuple(AMINO_ACIDS.index(a) for a in "WPQV"), 8.0, 0, 0.03)
+    torch.manual_seed(0)
+    model = DeepRC(replace(ARCH, n_heads=2)).eval()
+    seeding.seed_model(model, [pattern])
+    logits = score_repertoire(model, rep).attention_logits
+    for head in (0, 1):  # a head left random would rank the carriers by chance
+        assert set(np.argsort(-logits[:, head])[:10]) == set(range(10)), head
+
+
 def test_gene_enrichment_finds_the_planted_gene_and_its_gain_balances_the_attention():
     rng = np.random.default_rng(0)
     labels = np.array([0, 1] * 20)
