@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.stats import norm
 
 from deeprc_core.kmers import (
     SEEDING_SHAPES,
@@ -43,7 +44,8 @@ RANDOM_UNIT_SCALE = 0.1  # output weights of the attention units not seeded, rel
 MIN_T = 4.0  # enrichment floor, whatever the shuffled labels give
 GENE_MIN_T = 2.0  # genes weighed in once gene usage as a whole carries signal
 NULL_MARGIN = 1.2  # an enriched pattern beats the best pattern under shuffled labels by this factor
-RESIDUAL_MIN_T = 2.0  # a pattern stays enriched outside the carriers of the stronger ones kept (one test each)
+RESIDUAL_LEVEL = 0.025  # a pattern stays enriched outside the carriers of the stronger ones kept: one-sided
+# family-wise level over the candidates tested (Bonferroni; t > 1.96 for one candidate, 2.50 for four)
 
 
 @dataclass
@@ -230,6 +232,11 @@ def enriched_patterns(
     return _explained(found, repertoires, n_repertoires, labels, kind, unit, seed)
 
 
+def residual_threshold(n_tested: int) -> float:
+    """The t a candidate must keep outside the stronger patterns' carriers, ``n_tested`` candidates tested."""
+    return float(norm.isf(RESIDUAL_LEVEL / max(n_tested, 1)))
+
+
 def _explained(
     found: list[EnrichedPattern],
     repertoires: Callable[[int], tuple[np.ndarray, np.ndarray]],
@@ -239,15 +246,18 @@ def _explained(
     unit: float,
     seed: int,
 ) -> list[EnrichedPattern]:
-    """The patterns that stay enriched (t > ``RESIDUAL_MIN_T``) among the sequences carrying none of the
-    stronger patterns kept before them, as motif discovery masks the sites of a motif it has found.
+    """The patterns that stay enriched among the sequences carrying none of the stronger patterns kept before
+    them, as motif discovery masks the sites of a motif it has found: t above the normal quantile of
+    ``RESIDUAL_LEVEL`` divided by the number of candidates tested (Bonferroni).
 
     Implanting a motif enriches its neighbourhood too: with SLGQ implanted before a junction's end, ``QQ.F``
     (t 8.4) and ``QE..F`` (5.8) were enriched only through SLGQ's carriers (t -1.0 and 0.2 without them), and
     seeded as motifs of their own they sent the attention to every ``GQQ.F`` junction (carrier AP 0.80 on a
     one-motif simulation; 1.00 without them). Each candidate has already beaten the shuffled-label threshold,
-    so what is left is one test per candidate, at a nominal level: ``CAGS`` beside ``G.LD.`` keeps t 2.9 from
-    implants whose L or D was substituted, and is kept. One more pass over the repertoires records, per
+    so what is left is one test per candidate, at a family-wise level over the candidates: ``CAGS`` beside
+    ``G.LD.`` keeps t 2.9 from implants whose L or D was substituted (threshold 2.24 for two candidates) and is
+    kept; ``Q..FF`` beside WPQV kept t 2.38 among four candidates (threshold 2.50) and is not: at a nominal 2.0
+    it was seeded, and in an attention head of its own it pulled the ranking off WPQV's carriers. One more pass over the repertoires records, per
     sequence, which candidates it carries.
     """
     if len(found) < 2:
@@ -258,6 +268,7 @@ def _explained(
         hits = np.stack([carries(codes, lengths, p.shape, pattern_code(p.residues)) for p in found], axis=1)
         carried.append((hits[hits.any(axis=1)], max(len(codes), 1)))
     kept = [0]
+    threshold = residual_threshold(len(found) - 1)
     for j in range(1, len(found)):
 
         def rate(i: int, j: int = j, stronger: tuple[int, ...] = tuple(kept)) -> np.ndarray:
@@ -266,7 +277,7 @@ def _explained(
             return np.array([alone.sum() * 1000.0 / n])
 
         masked = enrichment(rate, n_repertoires, labels, kind, unit, seed)
-        if masked.t[list(masked.classes).index(found[j].label), 0] > RESIDUAL_MIN_T:
+        if masked.t[list(masked.classes).index(found[j].label), 0] > threshold:
             kept.append(j)
     return [found[k] for k in kept]
 

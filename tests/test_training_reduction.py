@@ -102,12 +102,18 @@ def _context_repertoires(n_repertoires: int = 40, n_sequences: int = 300):
     return repertoires, labels
 
 
+def test_the_residual_threshold_is_bonferroni_over_the_candidates_tested():
+    assert seeding.residual_threshold(1) == pytest.approx(1.96, abs=0.01)
+    assert seeding.residual_threshold(2) == pytest.approx(2.24, abs=0.01)  # CAGS beside G.LD. (t 2.90) stays
+    assert seeding.residual_threshold(4) == pytest.approx(2.50, abs=0.01)  # Q..FF beside WPQV (t 2.38) goes
+
+
 def test_a_pattern_enriched_only_beside_a_stronger_motif_is_not_seeded(monkeypatch):
     repertoires, labels = _context_repertoires()
     found = enriched_patterns(lambda i: repertoires[i], len(labels), labels, "binary", 8)
     assert [p.pattern for p in found] == ["WPQV", "KCMY"]
     # without explaining away, the motif's neighbourhood would be seeded as a motif of its own
-    monkeypatch.setattr(seeding, "RESIDUAL_MIN_T", -np.inf)
+    monkeypatch.setattr(seeding, "residual_threshold", lambda n_tested: -np.inf)
     every = [p.pattern for p in enriched_patterns(lambda i: repertoires[i], len(labels), labels, "binary", 8)]
     assert every == ["WPQV", "VHCH", "KCMY"]
 
