@@ -257,8 +257,8 @@ def _explained(
     so what is left is one test per candidate, at a family-wise level over the candidates: ``CAGS`` beside
     ``G.LD.`` keeps t 2.9 from implants whose L or D was substituted (threshold 2.24 for two candidates) and is
     kept; ``Q..FF`` beside WPQV kept t 2.38 among four candidates (threshold 2.50) and is not: at a nominal 2.0
-    it was seeded, and in an attention head of its own it pulled the ranking off WPQV's carriers. One more pass over the repertoires records, per
-    sequence, which candidates it carries.
+    it was seeded, and in an attention head of its own it pulled the ranking off WPQV's carriers. One more
+    pass over the repertoires records, per sequence, which candidates it carries.
     """
     if len(found) < 2:
         return found
@@ -403,10 +403,11 @@ def seed_model(
     Kernel ``k`` (for the ``k``-th pattern) gets weight ``KERNEL_WEIGHT`` on each pattern residue at its
     offset (centred in the kernel), zero elsewhere, and a bias that leaves a full match at +0.5 and a match
     of all but one residue at -0.5. Attention hidden unit ``k`` reads that kernel, and the attention logit
-    reads the unit (head ``k % n_heads``; heads beyond the seeded units
-    read them too, see :func:`_share_heads`) with the gain of :func:`attention_gain` for the pattern's share. Enriched V (J) genes get their weight on the first dimension of their
-    gene embedding (every other gene 0), read by the next attention unit with the gain of
-    :func:`attention_gain` for their mean share of a repertoire (``gene_shares``). Returns the seeded features
+    reads the unit (head ``k % n_heads``; heads beyond the seeded units read them too, see
+    :func:`_share_heads`) with the gain of :func:`attention_gain` for the pattern's share. Enriched V (J)
+    genes get their weight on the first dimension of their gene embedding (every other gene 0), read by the
+    next attention unit with the gain of :func:`attention_gain` for their mean share of a repertoire
+    (``gene_shares``). Returns the seeded features
     of the sequence representation (kernel indices, then the gene-embedding dimension of each seeded gene unit).
     """
     if model.config.embedding != "cnn":
