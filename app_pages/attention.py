@@ -152,6 +152,6 @@ with left:
     )
 st.caption(
     "Integrated gradients (32 steps, zero baseline) of this sequence's attention (its log share over the "
-    "attention heads) with respect to each residue: why the model attends to it. Red raises its attention, blue lowers it; the Attributions page also "
-    f"explains what it adds to the prediction for '{positive}'."
+    "attention heads) with respect to each residue: why the model attends to it. Red raises its attention, blue "
+    f"lowers it; the Attributions page also explains what it adds to the prediction for '{positive}'."
 )

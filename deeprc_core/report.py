@@ -283,7 +283,8 @@ def repertoire_report_html(
         html_table(reasons[reasons["rows"] > 0]),
         f"<h2>Top {min(n_top, len(attention))} sequences by attention</h2>",
         f"<p class='muted'>Residues of the {len(attributed)} attributed sequences are shaded by their integrated-gradient "
-        f"attribution to the sequence's attention (its log share over the heads), i.e. why the model attends to it ({n_steps} steps, zero baseline), "
+        "attribution to the sequence's attention (its log share over the heads), i.e. why the model attends to it "
+        f"({n_steps} steps, zero baseline), "
         "relative to each sequence's strongest residue: red raises its attention, blue lowers it; hover for values.</p>",
         _top_sequences_html(attention, attributed, n_top),
         "<h2>Attribution logo</h2>",

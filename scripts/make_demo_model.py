@@ -225,7 +225,8 @@ def model_card_markdown(card: dict, info: dict) -> str:
         f"| best kernel match with GWQH (Pearson r) | {_fmt(h['kernel_match_GWQH'])} |",
         "",
         f"Attributions: integrated gradients (target `{h.get('explain', 'attention')}`: each sequence's log share of "
-        f"the attention over the heads; 32 steps, zero baseline) for the {h.get('attributed_per_repertoire', 50)} highest-attention sequences of "
+        "the attention over the heads; 32 steps, zero baseline) for the "
+        f"{h.get('attributed_per_repertoire', 50)} highest-attention sequences of "
         "each positive held-out repertoire; the per-witness figure averages, over the "
         f"{_fmt_count(h.get('n_witnesses_attributed'))} witnesses among them, the share of each one's positive "
         "attribution on its motif residues.",
