@@ -32,7 +32,13 @@ Per regime it prints and stores, on the test set:
   features + inner CV + fit + prediction;
 * DeepRC's attention, per positive test repertoire then averaged: average precision of the attention ranking
   against carriers (with its chance level, the carrier share), the mean rank percentile of the implanted
-  witnesses (0 = top, 50 = chance), and for ``real`` the share of implanted receptors in the top 1 %.
+  witnesses (0 = top, 50 = chance), and for ``real`` the share of implanted receptors in the top 1 %;
+* for motif regimes, each motif's enrichment t in the training repertoires (share of its carriers, positives
+  against negatives) beside the t the seeded start needed (``seeding_threshold``): a motif common in the
+  background may not stand out from the chance patterns at all;
+* for ``real``, beside that share, a *supervised ceiling*: the share a sequence classifier reaches when it is
+  told which training sequences are implanted (logistic regression on V, J, length and CDR3 k-mers), which
+  DeepRC, given only repertoire labels, is not.
 
 Then a markdown table, also written with the JSON of all figures to ``OUT/results.md`` and ``OUT/results.json``.
 
@@ -67,6 +73,7 @@ from deeprc_core.epitopes import implant_receptors, read_mira_receptors, split_b
 from deeprc_core.errors import DeepRCError
 from deeprc_core.recovery import ranking_metrics, witness_mask
 from deeprc_core.scoring import attention_order, score_repertoire
+from deeprc_core.seeding import enrichment
 from deeprc_core.simulate import (
     METADATA_COLUMNS,
     SimulationConfig,
@@ -205,9 +212,10 @@ def _deeprc(train_set: RepertoireDataset, test_set: RepertoireDataset, max_minut
         "val_auc": float(result.metrics.get("auc", float("nan"))),
         "seeded_patterns": [p["pattern"] for p in result.model.info.get("seeded_patterns", [])],
         "seeded_genes": result.model.info.get("seeded_genes", []),
+        "seeding_threshold": result.model.info.get("seeding_threshold"),
         "uses_genes": bool(result.model.config.v_genes or result.model.config.j_genes),
     }
-    return figures, scores
+    return figures, scores, result.train_indices
 
 
 def _baseline(model, train_set: RepertoireDataset, test_set: RepertoireDataset) -> dict:
@@ -268,6 +276,75 @@ def _attention(
     }
 
 
+def _receptor_tokens(rep) -> list[str]:
+    """Per sequence, the features of the supervised ceiling: V and J gene, CDR3 length, its 3-mers, its
+    residue pairs one apart, and its first and last four residues by position (CDR3 = junction less the
+    conserved C..S and F/W..)."""
+    tokens = []
+    for junction, v, j in zip(rep.sequences, rep.v_call, rep.j_call):
+        c = junction[3:-2]
+        words = [f"V_{v}", f"J_{j}", f"L_{len(c)}"]
+        words += [c[i : i + 3] for i in range(len(c) - 2)] + [f"g{c[i]}{c[i + 2]}" for i in range(len(c) - 2)]
+        words += [f"p{i}{c[i]}" for i in range(min(4, len(c)))] + [f"q{i}{c[-1 - i]}" for i in range(min(4, len(c)))]
+        tokens.append(" ".join(words))
+    return tokens
+
+
+def _supervised_ceiling(train_set: RepertoireDataset, test_set: RepertoireDataset, truths: tuple, seed: int) -> dict:
+    """What a sequence classifier *told which training sequences are implanted* reaches: the share of implanted
+    receptors in the top 1 % of each positive test repertoire. DeepRC only sees repertoire labels, so this
+    bounds what its attention can do on the same split. Logistic regression on :func:`_receptor_tokens`,
+    implanted training receptors (distinct) against 300 other sequences of every training repertoire."""
+    from scipy import sparse
+    from sklearn.feature_extraction.text import HashingVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    start = time.perf_counter()
+    hasher = HashingVectorizer(n_features=2**18, token_pattern=r"\S+", lowercase=False, norm=None, alternate_sign=False)
+    rng = np.random.default_rng(seed)
+    implanted, others = [], []
+    for i in range(len(train_set)):
+        rep = train_set.repertoire(i)
+        mask = witness_mask(rep, truth=truths[0])
+        tokens = np.asarray(_receptor_tokens(rep), dtype=object)
+        implanted.append(tokens[mask])
+        rest = np.flatnonzero(~mask)
+        others.append(tokens[rng.choice(rest, size=min(300, len(rest)), replace=False)])
+    positive = np.unique(np.concatenate(implanted))
+    negative = np.concatenate(others)
+    x = sparse.vstack([hasher.transform(positive), hasher.transform(negative)])
+    y = np.r_[np.ones(len(positive)), np.zeros(len(negative))]
+    model = LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced").fit(x, y)
+    top1 = []
+    for i, positive_rep in enumerate(_labels(test_set)):
+        rep = test_set.repertoire(i)
+        mask = witness_mask(rep, truth=truths[1])
+        if positive_rep and mask.any():
+            top1.append(
+                ranking_metrics(model.decision_function(hasher.transform(_receptor_tokens(rep))), mask)["recall@top1%"]
+            )
+    return {"implanted_in_top1pct": float(np.mean(top1)), "seconds": time.perf_counter() - start}
+
+
+def _motif_enrichment(
+    train_set: RepertoireDataset, indices: np.ndarray, motifs: tuple[str, ...], seed: int
+) -> dict[str, float]:
+    """Per motif, the Welch t of its carriers' share (every sequence matching it, implanted or not) between
+    the positive and negative repertoires the seeded start read (``indices``, early stopping's held out):
+    the statistic it ranks patterns by. A motif common in the background gains little from its implants,
+    and below the seeding threshold the data does not single it out."""
+    carriers = [_motif_carrier((m,)) for m in motifs]
+
+    def rates(k: int) -> np.ndarray:
+        sequences = train_set.repertoire(int(indices[k])).sequences
+        return np.array([1000.0 * c(sequences).mean() for c in carriers])
+
+    unit = 1000.0 / max(len(train_set.repertoire(int(indices[0]))), 1)
+    labels = _labels(train_set)[indices].astype(np.int64)
+    found = enrichment(rates, len(indices), labels, "binary", unit, seed)
+    return {m: float(t) for m, t in zip(motifs, found.t[0])}
+
+
 def _motif_carrier(motifs: tuple[str, ...]):
     pattern = re.compile("|".join(m.replace("-", ".") for m in motifs))  # '.' and '-' = any residue
     return lambda sequences: np.fromiter((pattern.search(s) is not None for s in sequences), bool, len(sequences))
@@ -287,12 +364,12 @@ def run_regime(regime: Regime, out: Path, seed: int, max_minutes: float, real_da
         receptors["train"], receptors["test"] = split_by_donor(every, test_fraction=0.5, seed=seed)
         carrier = _known_carrier(set(every["junction_aa"]))
     start = time.perf_counter()
-    _build(regime, folder / "train", regime.n_repertoires, seed, receptors["train"])
+    train_truth = _build(regime, folder / "train", regime.n_repertoires, seed, receptors["train"])
     truth = _build(regime, folder / "test", regime.n_test, seed + TEST_SEED_OFFSET, receptors["test"])
     simulate_s = time.perf_counter() - start
     train_set, test_set = open_dataset(folder / "train"), open_dataset(folder / "test")
     try:
-        deeprc, scores = _deeprc(train_set, test_set, max_minutes, seed)
+        deeprc, scores, seeded_on = _deeprc(train_set, test_set, max_minutes, seed)
         figures = {
             "settings": asdict(regime),
             "simulate_s": simulate_s,
@@ -301,6 +378,10 @@ def run_regime(regime: Regime, out: Path, seed: int, max_minutes: float, real_da
             "kmer": _baseline(KmerLogisticRegression(k=(3, 4), seed=seed), train_set, test_set),
             "vj": _baseline(VJUsageLogisticRegression(seed=seed), train_set, test_set),
         }
+        if regime.motifs:
+            figures["motif_t"] = _motif_enrichment(train_set, seeded_on, regime.motifs, seed)
+        if regime.real:
+            figures["supervised"] = _supervised_ceiling(train_set, test_set, (train_truth, truth), seed)
     finally:
         train_set.close()
         test_set.close()
@@ -329,20 +410,26 @@ def markdown_table(results: dict) -> str:
     """One row per regime: AUC and seconds per method, then DeepRC's attention figures."""
     lines = [
         "| regime | data | DeepRC AUC | DeepRC s | k-mer AUC | k-mer s | V/J AUC | V/J s "
-        "| attention AP (chance) | AP per motif | witness rank % | implanted in top 1 % |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| attention AP (chance) | AP per motif | motif t (seeding needs) | witness rank % | implanted in top 1 % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         if "skipped" in r:
-            lines.append(f"| {name} | skipped: {r['skipped']} |" + " |" * 10)
+            lines.append(f"| {name} | skipped: {r['skipped']} |" + " |" * 11)
             continue
         d, k, v, a = r["deeprc"], r["kmer"], r["vj"], r["attention"]
-        top1 = _f(100 * a["implanted_in_top1pct"], 1) if r["settings"]["real"] else "–"
+        top1 = "–"
+        if r["settings"]["real"]:
+            top1 = f"{_f(100 * a['implanted_in_top1pct'], 1)} (supervised {_f(100 * r['supervised']['implanted_in_top1pct'], 1)})"
         per_motif = ", ".join(f"{m} {_f(v)}" for m, v in (a.get("carrier_ap_by_motif") or {}).items()) or "–"
+        motif_t = "–"
+        if r.get("motif_t"):
+            needs = d.get("seeding_threshold")
+            motif_t = ", ".join(f"{m} {t:.1f}" for m, t in r["motif_t"].items()) + f" (> {_f(needs, 1)})"
         lines.append(
             f"| {name} | {_describe(Regime(**{**r['settings'], 'motifs': tuple(r['settings']['motifs'])}))} "
             f"| {_f(d['auc'])} | {d['seconds']:.0f} | {_f(k['auc'])} | {k['seconds']:.0f} | {_f(v['auc'])} "
-            f"| {v['seconds']:.0f} | {_f(a['carrier_ap'])} ({_f(a['carrier_ap_chance'], 4)}) | {per_motif} "
+            f"| {v['seconds']:.0f} | {_f(a['carrier_ap'])} ({_f(a['carrier_ap_chance'], 4)}) | {per_motif} | {motif_t} "
             f"| {_f(a['witness_rank_pct'], 1)} | {top1} |"
         )
     return "\n".join(lines)
@@ -393,6 +480,19 @@ def main(argv: list[str] | None = None) -> int:
             + (f", implanted in top 1 %: {100 * a['implanted_in_top1pct']:.1f} %" if regime.real else ""),
             flush=True,
         )
+        if "motif_t" in r:
+            print(
+                "   motif enrichment t in the training repertoires: "
+                + ", ".join(f"{m} {t:.1f}" for m, t in r["motif_t"].items())
+                + f" (seeding needs t > {_f(d['seeding_threshold'], 2)})",
+                flush=True,
+            )
+        if regime.real:
+            print(
+                f"   supervised ceiling (told the implanted training receptors): implanted in top 1 % "
+                f"{100 * r['supervised']['implanted_in_top1pct']:.1f} % ({r['supervised']['seconds']:.0f} s)",
+                flush=True,
+            )
     table = markdown_table(results)
     print("\n" + table)
     record = {"seed": args.seed, "max_minutes": args.max_minutes, "quick": args.quick, "regimes": results}

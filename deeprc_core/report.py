@@ -83,6 +83,28 @@ def _validation_rows(metrics: object, which: str = "") -> list[tuple[str, str]]:
     ]
 
 
+def _seeded_start(info: dict) -> str:
+    """What the seeded start found: the enriched patterns with their t and the t a chance pattern reaches
+    (shuffled labels), and the enriched genes with their weights ("" when nothing was seeded or recorded)."""
+
+    def t(value: object) -> str:
+        return f"{value:.1f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+    patterns = [p for p in info.get("seeded_patterns") or [] if isinstance(p, dict) and "pattern" in p and "t" in p]
+    genes = [g for g in info.get("seeded_genes") or [] if isinstance(g, str)]
+    threshold = info.get("seeding_threshold")
+    chance = f"the t a chance pattern reaches ({t(threshold)})" if threshold is not None else ""
+    parts = []
+    if patterns:
+        listed = ", ".join(f"{p['pattern']} (t {t(p['t'])})" for p in patterns)
+        parts.append(f"patterns {listed}" + (f", each above {chance}" if chance else ""))
+    elif chance:
+        parts.append(f"no pattern above {chance}")
+    if genes:
+        parts.append("genes (weight) " + ", ".join(genes))
+    return "; ".join(parts)
+
+
 def model_card_table(model: DeepRC) -> pd.DataFrame:
     """The model's facts as a two-column table (``fact``, ``value``): what it predicts, its architecture, the
     data it was trained on, its held-out and validation figures and how it was trained."""
@@ -112,6 +134,9 @@ def model_card_table(model: DeepRC) -> pd.DataFrame:
         rows += _validation_rows(info["validation_metrics_all_receptors"], " (all receptors)")
     else:
         rows += _validation_rows(info.get("validation_metrics"))
+    seeded = _seeded_start(info)
+    if seeded:
+        rows.append(("seeded start", seeded))
     if info.get("updates"):
         run = f"{info['updates']:,} updates ({info.get('stop_reason', 'done')}, {info.get('training_seconds', '?')} s)"
         rows.append(("training", run))

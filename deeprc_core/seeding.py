@@ -172,8 +172,9 @@ def enriched_patterns(
     max_patterns: int,
     seed: int = 0,
     shapes: tuple[Shape, ...] = SEEDING_SHAPES,
-) -> list[EnrichedPattern]:
-    """The strongest non-overlapping patterns enriched in a class of the given repertoires.
+) -> tuple[list[EnrichedPattern], float]:
+    """The strongest non-overlapping patterns enriched in a class of the given repertoires, and the t they had
+    to beat (the largest t under shuffled labels times ``NULL_MARGIN``, at least ``MIN_T``).
 
     Parameters
     ----------
@@ -229,7 +230,7 @@ def enriched_patterns(
                 active.discard(c)
             if len(found) >= max_patterns:
                 break
-    return _explained(found, repertoires, n_repertoires, labels, kind, unit, seed)
+    return _explained(found, repertoires, n_repertoires, labels, kind, unit, seed), threshold
 
 
 def residual_threshold(n_tested: int) -> float:

@@ -407,6 +407,7 @@ class _Trainer:
         self.stratify = self.y if self.spec.kind != "regression" else None
         self.seeded_patterns: list[dict] = []
         self.seeded_genes: list[str] = []
+        self.seeding_threshold: float | None = None  # the enrichment t a pattern had to beat to be seeded
         self.seeded_features: list[int] = []  # representation features that seeding wrote a detector into
         self._genes_found: tuple[dict[int, float], dict[int, float]] | None = None  # see _enriched_genes
         self._rankings: dict[int, _Ranking] = {}  # repertoire -> its last ranking (see select)
@@ -483,12 +484,13 @@ class _Trainer:
         them) enriched in the training repertoires (:mod:`deeprc_core.seeding`); the validation repertoires
         are never looked at."""
         self.seeded_patterns, self.seeded_genes, self.seeded_features = [], [], []
+        self.seeding_threshold = None
         if not self.cfg.seed_kernels or self.config.embedding != "cnn":
             return
         from deeprc_core.seeding import enriched_patterns, seed_model
 
         kind, labels, seed = self.spec.kind, self.y[train_idx], self.cfg.seed
-        patterns = enriched_patterns(
+        patterns, self.seeding_threshold = enriched_patterns(
             lambda k: encoded.arrays(int(train_idx[k])), len(train_idx), labels, kind, self.config.n_kernels // 2, seed
         )
         v_genes, j_genes = self._enriched_genes(train_idx) if self.config.v_genes or self.config.j_genes else ({}, {})
@@ -877,6 +879,7 @@ class _Trainer:
             "training_seconds": round(time.perf_counter() - start, 1),
             "seeded_patterns": self.seeded_patterns,
             "seeded_genes": self.seeded_genes,
+            "seeding_threshold": None if self.seeding_threshold is None else round(self.seeding_threshold, 2),
             "world_size": 1 if self.dist is None else self.dist.world_size,  # processes that trained it together
         }
         if every is not None:  # only where model selection read the unseen receptors

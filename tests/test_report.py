@@ -86,6 +86,26 @@ def test_model_card_table_lists_the_facts_in_order_with_chance_levels() -> None:
     assert multiclass["predicts"] == "hla (multiclass: A, B, C)"
 
 
+def test_model_card_says_what_the_seeded_start_found() -> None:
+    model = tiny_model()
+    model.info = {
+        "seeded_patterns": [{"pattern": "G.QH", "t": 12.34, "class": 0}, {"pattern": "YW.D", "t": 9.8, "class": 0}],
+        "seeded_genes": ["TRBV27 (1.00)"],
+        "seeding_threshold": 5.32,
+    }
+    card = model_card_table(model).set_index("fact")["value"]
+    assert card["seeded start"] == (
+        "patterns G.QH (t 12.3), YW.D (t 9.8), each above the t a chance pattern reaches (5.3); "
+        "genes (weight) TRBV27 (1.00)"
+    )
+    model.info = {"seeded_patterns": [], "seeded_genes": [], "seeding_threshold": 6.0}
+    assert model_card_table(model).set_index("fact")["value"]["seeded start"] == (
+        "no pattern above the t a chance pattern reaches (6.0)"
+    )
+    model.info = {"seeded_patterns": "junk", "seeded_genes": [3]}  # a hand-edited config.json
+    assert "seeded start" not in set(model_card_table(model)["fact"])
+
+
 def test_model_card_names_which_receptors_the_validation_figures_read() -> None:
     model = tiny_model()
     model.info = {"validation_metrics": {"auc": 0.9}, "validation_metrics_all_receptors": {"auc": 0.97}}

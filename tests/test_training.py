@@ -16,6 +16,7 @@ from deeprc_core.dataset import open_dataset
 from deeprc_core.errors import DeepRCError
 from deeprc_core.model import DeepRCConfig, TargetSpec
 from deeprc_core.scoring import attention_table, predict
+from deeprc_core.seeding import MIN_T
 from deeprc_core.training import TrainingConfig, _Trainer, cross_validate, infer_target, metrics_for, train
 
 # Settings that learn the planted motif of ``tiny_dataset`` (24 x 300, SLGQ in 5% of positives' sequences).
@@ -92,6 +93,8 @@ def test_the_best_evaluation_is_restored(learned):
     info = result.model.info
     assert info["updates"] == result.state["update"] and info["validation_metrics"] == result.metrics
     assert info["data"]["n_train"] == 19 and info["target"]["classes"] == ["negative", "positive"]
+    assert info["seeded_patterns"] and info["seeding_threshold"] >= MIN_T  # the t the seeded patterns beat
+    assert all(p["t"] > info["seeding_threshold"] for p in info["seeded_patterns"])
 
 
 def test_callbacks_are_called_for_every_update_and_evaluation(learned):

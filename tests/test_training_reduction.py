@@ -73,11 +73,14 @@ def test_enrichment_finds_the_planted_motif_and_nothing_under_shuffled_labels(ra
         MOTIF[0] + "." + MOTIF[2:],
         MOTIF[:2] + "." + MOTIF[3],
     }
+    # the t they had to beat is recorded with them
+    assert trainer.seeding_threshold >= seeding.MIN_T
+    assert all(p["t"] > trainer.seeding_threshold for p in trainer.seeded_patterns)
     labels = trainer.y[train_idx]
     shuffled = np.random.default_rng(5).permutation(labels)
     while abs(np.corrcoef(shuffled, labels)[0, 1]) > 0.3:
         shuffled = np.random.default_rng(int(shuffled.sum() * 7 + 1)).permutation(labels)
-    noise = enriched_patterns(lambda k: encoded.arrays(int(train_idx[k])), len(train_idx), shuffled, "binary", 4)
+    noise, _ = enriched_patterns(lambda k: encoded.arrays(int(train_idx[k])), len(train_idx), shuffled, "binary", 4)
     assert all(MOTIF not in p.pattern for p in noise)
 
 
@@ -110,11 +113,11 @@ def test_the_residual_threshold_is_bonferroni_over_the_candidates_tested():
 
 def test_a_pattern_enriched_only_beside_a_stronger_motif_is_not_seeded(monkeypatch):
     repertoires, labels = _context_repertoires()
-    found = enriched_patterns(lambda i: repertoires[i], len(labels), labels, "binary", 8)
+    found, _ = enriched_patterns(lambda i: repertoires[i], len(labels), labels, "binary", 8)
     assert [p.pattern for p in found] == ["WPQV", "KCMY"]
     # without explaining away, the motif's neighbourhood would be seeded as a motif of its own
     monkeypatch.setattr(seeding, "residual_threshold", lambda n_tested: -np.inf)
-    every = [p.pattern for p in enriched_patterns(lambda i: repertoires[i], len(labels), labels, "binary", 8)]
+    every = [p.pattern for p in enriched_patterns(lambda i: repertoires[i], len(labels), labels, "binary", 8)[0]]
     assert every == ["WPQV", "VHCH", "KCMY"]
 
 
