@@ -330,7 +330,7 @@ def _motif_enrichment(
     train_set: RepertoireDataset, indices: np.ndarray, motifs: tuple[str, ...], seed: int
 ) -> dict[str, float]:
     """Per motif, the Welch t of its carriers' share (every sequence matching it, implanted or not) between
-    the positive and negative repertoires the seeded start read (``indices``, early stopping's held out):
+    the positive and negative repertoires the seeded start read (``indices``: the validation ones left out):
     the statistic it ranks patterns by. A motif common in the background gains little from its implants,
     and below the seeding threshold the data does not single it out."""
     carriers = [_motif_carrier((m,)) for m in motifs]
