@@ -466,7 +466,7 @@ def attribute_sequences(
     context = _FixedContext(z, logits)
     if head is None:  # every head: the sequence's share of the attention
         ranking = sequence_attention(logits.double().cpu())
-        weights = torch.softmax(logits.double(), dim=0).mean(dim=1).cpu().numpy()
+        weights = torch.exp(ranking).numpy()  # the mean of the heads' softmax weights
     else:
         ranking = logits[:, head].double().cpu()
         weights = torch.softmax(logits[:, head].double(), dim=0).cpu().numpy()

@@ -434,12 +434,13 @@ def kernel_attention_shares(
             all_logits = model.attention_logits(z)  # (N, H)
             lse = torch.logsumexp(all_logits, dim=0)  # (H,) the repertoire's log-normalisers, held fixed
 
-        def score(x: torch.Tensor, lse: torch.Tensor = lse) -> torch.Tensor:
-            a = model.attention_logits(x)
+        def explained(a: torch.Tensor, lse: torch.Tensor = lse) -> torch.Tensor:  # (S, H) logits -> (S,)
             return a[:, head] if head is not None else log_attention_share(a, lse)
 
-        with torch.no_grad():
-            logits = score(z)
+        def score(x: torch.Tensor) -> torch.Tensor:
+            return explained(model.attention_logits(x))
+
+        logits = explained(all_logits)
         chosen = torch.argsort(logits, descending=True, stable=True)[:top]
         reference = z.mean(dim=0, keepdim=True).expand(len(chosen), -1)  # (S, D)
         attr = IntegratedGradients(score).attribute(
