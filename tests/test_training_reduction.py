@@ -26,7 +26,7 @@ from deeprc_core.kmers import (
 from deeprc_core.model import DeepRC, DeepRCConfig
 from deeprc_core.scoring import score_repertoire
 from deeprc_core.seeding import GENE_UNIT_DIFFERENCE, attention_gain, enriched_genes, enriched_patterns
-from deeprc_core.training import TrainingConfig, _Trainer, build_optimizer
+from deeprc_core.training import TrainingConfig, _Trainer, build_optimizer, fit_output_layer
 
 CONFIG = TrainingConfig(target="disease", positive="positive", max_minutes=None, n_kept=8, device="cpu")
 ARCH = DeepRCConfig(n_kernels=8, kernel_size=5, attention_units=16)
@@ -299,6 +299,23 @@ def test_the_probe_reads_the_seeded_detectors_only(rare):
     outputs = trainer.outputs(model, train_idx, encoded)[:, 0].numpy()
     labels = trainer.y[train_idx]
     assert outputs[labels == 1].min() > outputs[labels == 0].max()
+
+
+def test_the_closed_form_head_reads_a_barely_varying_feature_at_a_bounded_weight():
+    """A pooled feature that separates the classes by 1e-4 (a common gene's usage seen through an almost even
+    head) must not get a weight at which the drift of fine-tuning (~0.01) moves every output by many logits;
+    a feature that varies widely is still read."""
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 40)
+    barely = 0.3 + 1e-4 * y + 2e-5 * rng.standard_normal(80)
+    broadly = 0.3 * y + 0.2 * rng.standard_normal(80)
+    pooled = np.stack([barely, broadly, rng.standard_normal(80)], axis=1)
+    weights, bias = fit_output_layer(pooled, y, "binary", np.array([0, 1]))
+    assert weights.shape == (1, 3) and bias.shape == (1,)
+    assert weights[0, 2] == 0  # a column it was not asked to read
+    assert abs(weights[0, 0]) * 0.01 < 1.0  # before the floor: ~1,000 logits for a 0.01 drift
+    assert weights[0, 1] > 1.0
+    assert fit_output_layer(pooled, np.zeros(80), "binary", np.array([0, 1])) is None  # one class: no fit
 
 
 def test_a_ranking_is_reused_for_rerank_every_draws_then_renewed(rare):
