@@ -99,6 +99,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         fine_tune_factor=args.fine_tune_factor,
         warmup_updates=args.warmup_updates,
         seed_kernels=not args.no_seed_kernels,
+        seeding_by_gene=not args.no_seeding_by_gene,
         eval_every=args.eval_every,
         patience=args.patience,
         min_updates=args.min_updates,
@@ -366,6 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-updates", type=int, default=t.warmup_updates, help="updates that train o() only")
     p.add_argument(
         "--no-seed-kernels", action="store_true", help="random start instead of kernels seeded on enriched k-mers"
+    )
+    p.add_argument(
+        "--no-seeding-by-gene",
+        action="store_true",
+        help="the start counts every carrier of a pattern alike, whatever its V/J gene",
     )
     p.add_argument("--eval-every", type=int, default=t.eval_every, help="updates between validation evaluations")
     p.add_argument("--patience", type=int, default=t.patience, help="evaluations without improvement before stopping")

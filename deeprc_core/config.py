@@ -37,6 +37,8 @@ class TrainingConfig:
     seed_kernels: bool = (
         True  # data-driven start: kernels and attention seeded on k-mers enriched in the training labels
     )
+    seeding_by_gene: bool = True  # the start counts a pattern's carriers by the inverse of its background rate
+    # among their V (J) gene's sequences, so a motif that also sits in a germline segment is not hidden by it
     learning_rate: float = 1e-3  # Adam step size
     weight_decay: float = 1e-4  # Adam L2 penalty
     eval_every: int = 25  # updates between validation evaluations

@@ -80,6 +80,19 @@ def count_patterns(codes: np.ndarray, lengths: np.ndarray, shapes: tuple[Shape, 
     return np.concatenate(parts).astype(np.float64)
 
 
+def window_features(codes: np.ndarray, lengths: np.ndarray, shapes: tuple[Shape, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Every window inside every sequence as ``(column of count_patterns, sequence row)``, both 1-D int64:
+    :func:`count_patterns` is ``bincount`` of the first, and the second lets a window be weighed by its
+    sequence (its V or J gene)."""
+    columns, rows, offset = [], [], 0
+    for s in shapes:
+        value, valid = _windows(codes, lengths, s)
+        columns.append(value[valid] + offset)
+        rows.append(np.nonzero(valid)[0])
+        offset += n_patterns(s)
+    return np.concatenate(columns), np.concatenate(rows).astype(np.int64)
+
+
 def feature_names(shapes: tuple[Shape, ...]) -> list[tuple[Shape, int]]:
     """``(shape, code)`` of every column of :func:`count_patterns` for ``shapes``."""
     return [(s, c) for s in shapes for c in range(n_patterns(s))]
@@ -107,4 +120,5 @@ __all__ = [
     "pattern_residues",
     "pattern_string",
     "window_codes",
+    "window_features",
 ]

@@ -31,9 +31,11 @@ from deeprc_core.kmers import (
     carries,
     count_patterns,
     locate,
+    n_patterns,
     pattern_code,
     pattern_residues,
     pattern_string,
+    window_features,
 )
 from deeprc_core.model import DeepRC
 
@@ -44,6 +46,8 @@ RANDOM_UNIT_SCALE = 0.1  # output weights of the attention units not seeded, rel
 MIN_T = 4.0  # enrichment floor, whatever the shuffled labels give
 GENE_MIN_T = 2.0  # genes weighed in once gene usage as a whole carries signal
 NULL_MARGIN = 1.2  # an enriched pattern beats the best pattern under shuffled labels by this factor
+GENE_PRIOR = 1000.0  # sequences' worth of a pattern's overall rate that its rate among one gene's sequences is
+# shrunk toward (a gene with few sequences keeps a weight near 1)
 RESIDUAL_LEVEL = 0.025  # a pattern stays enriched outside the carriers of the stronger ones kept: one-sided
 # family-wise level over the candidates tested (Bonferroni; t > 1.96 for one candidate, 2.50 for four)
 
@@ -164,6 +168,64 @@ def enrichment(
     return Enrichment(stats[0], threshold, classes, sums[0, 0].sum(axis=0) / n_repertoires, means[:, 1], means[:, 0])
 
 
+class GeneWeights:
+    """How much one carrier of a pattern counts, by the carrier's V and J gene: the pattern's rate over all
+    training sequences divided by its rate among the sequences of that gene (shrunk toward the overall rate by
+    ``GENE_PRIOR`` sequences), the product over V and J (as if they were independent).
+
+    Why: a motif that also sits in a germline segment has most of its natural carriers on one gene, and their
+    count, which varies from repertoire to repertoire, hides the implants, which fall on any gene. ``S..NE``
+    fits the end of TRBJ2-1 (``..SYNEQFF``): 131 of a repertoire's 162 natural carriers use it. Counting each
+    carrier by the inverse of its gene's background rate (the optimal linear weight for an excess spread
+    evenly over the genes against Poisson background) raised S..NE's enrichment t from 3.9 to 12.3 on the
+    gapped regime's training repertoires; weighed by V and J, SLGQ's rose from 4.4 to 8.0 and RDTG's from 5.7
+    to 10.3 at 0.05 %. A pattern spread evenly over the genes keeps weight 1 everywhere, as without genes.
+    """
+
+    def __init__(
+        self,
+        repertoires: Callable[[int], tuple[np.ndarray, np.ndarray]],
+        genes: Callable[[int], tuple[np.ndarray, np.ndarray]],
+        sizes: tuple[int, int],
+        n_repertoires: int,
+        shapes: tuple[Shape, ...],
+    ) -> None:
+        self.genes, self.shapes = genes, shapes
+        n_features = sum(n_patterns(s) for s in shapes)
+        parts = [k for k in range(2) if sizes[k] > 1]
+        counts = {k: np.zeros(n_features * sizes[k]) for k in parts}  # windows per (pattern, gene)
+        sequences = {k: np.zeros(sizes[k]) for k in parts}  # sequences per gene
+        for i in range(n_repertoires):
+            codes, lengths = repertoires(i)
+            columns, rows = window_features(codes, lengths, shapes)
+            calls = genes(i)
+            for k in parts:
+                counts[k] += np.bincount(columns * sizes[k] + calls[k][rows], minlength=n_features * sizes[k])
+                sequences[k] += np.bincount(calls[k], minlength=sizes[k])
+        self.tables: dict[int, np.ndarray] = {}
+        for k in parts:
+            table = counts[k].reshape(n_features, sizes[k])
+            overall = table.sum(axis=1, keepdims=True) / max(sequences[k].sum(), 1.0)  # windows per sequence
+            within = (table + GENE_PRIOR * overall) / (sequences[k][None, :] + GENE_PRIOR)
+            self.tables[k] = np.where(overall > 0, overall / np.maximum(within, 1e-12), 1.0).astype(np.float32)
+
+    def window_weights(self, i: int, columns: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The weight of each window ``(columns, rows)`` of repertoire ``i``."""
+        calls = self.genes(i)
+        weight = np.ones(len(columns), dtype=np.float64)
+        for k, table in self.tables.items():
+            weight *= table[columns, calls[k][rows]]
+        return weight
+
+    def sequence_weights(self, i: int, column: int) -> np.ndarray:
+        """The weight of each sequence of repertoire ``i`` as a carrier of the pattern in column ``column``."""
+        calls = self.genes(i)
+        weight = np.ones(len(calls[0]), dtype=np.float64)
+        for k, table in self.tables.items():
+            weight *= table[column, calls[k]]
+        return weight
+
+
 def enriched_patterns(
     repertoires: Callable[[int], tuple[np.ndarray, np.ndarray]],
     n_repertoires: int,
@@ -172,6 +234,8 @@ def enriched_patterns(
     max_patterns: int,
     seed: int = 0,
     shapes: tuple[Shape, ...] = SEEDING_SHAPES,
+    genes: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None,
+    gene_sizes: tuple[int, int] = (0, 0),
 ) -> tuple[list[EnrichedPattern], float]:
     """The strongest non-overlapping patterns enriched in a class of the given repertoires, and the t they had
     to beat (the largest t under shuffled labels times ``NULL_MARGIN``, at least ``MIN_T``).
@@ -190,17 +254,34 @@ def enriched_patterns(
         At most this many patterns are returned, strongest first.
     seed
         Seed of the label shuffles that set the enrichment threshold.
+    genes, gene_sizes
+        ``genes(i)`` returns repertoire ``i``'s per-sequence V and J indices (0 = no call) and ``gene_sizes``
+        the two vocabulary sizes: carriers are then counted with :class:`GeneWeights`. Without them (or with
+        sizes below 2) every carrier counts 1.
     """
+    weights = (
+        GeneWeights(repertoires, genes, gene_sizes, n_repertoires, shapes)
+        if genes is not None and max(gene_sizes) > 1 and n_repertoires
+        else None
+    )
 
     def rates(i: int) -> np.ndarray:
         codes, lengths = repertoires(i)
-        return count_patterns(codes, lengths, shapes) * (1000.0 / max(len(codes), 1))  # per 1,000 sequences
+        if weights is None:
+            counts = count_patterns(codes, lengths, shapes)
+        else:
+            columns, rows = window_features(codes, lengths, shapes)
+            counts = np.bincount(columns, weights=weights.window_weights(i, columns, rows), minlength=n_columns)
+        return counts * (1000.0 / max(len(codes), 1))  # per 1,000 sequences
+
+    n_columns = sum(n_patterns(s) for s in shapes)
 
     unit = 1000.0 / max(len(repertoires(0)[0]), 1) if n_repertoires else 1.0  # one occurrence, per 1,000
     found_stats = enrichment(rates, n_repertoires, labels, kind, unit, seed)
     stats, threshold, classes, mean = found_stats.t, found_stats.threshold, found_stats.classes, found_stats.mean
     n_classes, n_features = stats.shape
     found: list[EnrichedPattern] = []
+    columns: list[int] = []  # column of each found pattern
     # strongest first, classes taking turns so every class gets its own detectors
     ranked = [np.argsort(-stats[c]) for c in range(n_classes)]
     cursors = [0] * n_classes
@@ -225,12 +306,13 @@ def enriched_patterns(
                 )
                 if not any(_overlaps(candidate, other) for other in found):
                     found.append(candidate)
+                    columns.append(index)
                     break
             if cursors[c] >= n_features:
                 active.discard(c)
             if len(found) >= max_patterns:
                 break
-    return _explained(found, repertoires, n_repertoires, labels, kind, unit, seed), threshold
+    return _explained(found, columns, weights, repertoires, n_repertoires, labels, kind, unit, seed), threshold
 
 
 def residual_threshold(n_tested: int) -> float:
@@ -240,6 +322,8 @@ def residual_threshold(n_tested: int) -> float:
 
 def _explained(
     found: list[EnrichedPattern],
+    columns: list[int],
+    weights: GeneWeights | None,
     repertoires: Callable[[int], tuple[np.ndarray, np.ndarray]],
     n_repertoires: int,
     labels: np.ndarray,
@@ -259,23 +343,26 @@ def _explained(
     ``G.LD.`` keeps t 2.9 from implants whose L or D was substituted (threshold 2.24 for two candidates) and is
     kept; ``Q..FF`` beside WPQV kept t 2.38 among four candidates (threshold 2.50) and is not: at a nominal 2.0
     it was seeded, and in an attention head of its own it pulled the ranking off WPQV's carriers. One more
-    pass over the repertoires records, per sequence, which candidates it carries.
+    pass over the repertoires records, per sequence, which candidates it carries (and, with ``weights``, how
+    much it counts as a carrier of each, as in the first test).
     """
     if len(found) < 2:
         return found
-    carried = []  # per repertoire: which candidates each of its carrier sequences holds (carriers only), its size
+    carried = []  # per repertoire: which candidates each carrier sequence holds, its weight as each, the size
     for i in range(n_repertoires):
         codes, lengths = repertoires(i)
         hits = np.stack([carries(codes, lengths, p.shape, pattern_code(p.residues)) for p in found], axis=1)
-        carried.append((hits[hits.any(axis=1)], max(len(codes), 1)))
+        carrier = hits.any(axis=1)
+        counted = np.ones(hits.shape) if weights is None else np.stack([weights.sequence_weights(i, c) for c in columns], 1)
+        carried.append((hits[carrier], counted[carrier], max(len(codes), 1)))
     kept = [0]
     threshold = residual_threshold(len(found) - 1)
     for j in range(1, len(found)):
 
         def rate(i: int, j: int = j, stronger: tuple[int, ...] = tuple(kept)) -> np.ndarray:
-            hits, n = carried[i]
+            hits, counted, n = carried[i]
             alone = hits[:, j] & ~hits[:, list(stronger)].any(axis=1)
-            return np.array([alone.sum() * 1000.0 / n])
+            return np.array([counted[alone, j].sum() * 1000.0 / n])
 
         masked = enrichment(rate, n_repertoires, labels, kind, unit, seed)
         if masked.t[list(masked.classes).index(found[j].label), 0] > threshold:
@@ -458,4 +545,4 @@ def seed_model(
     return seeded
 
 
-__all__ = ["EnrichedPattern", "enriched_genes", "enriched_patterns", "attention_gain", "enrichment", "seed_model"]
+__all__ = ["EnrichedPattern", "GeneWeights", "enriched_genes", "enriched_patterns", "attention_gain", "enrichment", "seed_model"]

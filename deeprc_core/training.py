@@ -529,9 +529,12 @@ class _Trainer:
         from deeprc_core.seeding import enriched_patterns, seed_model
 
         kind, labels, seed = self.spec.kind, self.y[train_idx], self.cfg.seed
+        by_gene = self.cfg.seeding_by_gene
         patterns, self.seeding_threshold = enriched_patterns(
-            lambda k: encoded.arrays(int(train_idx[k])), len(train_idx), labels, kind, self.config.n_kernels // 2, seed
-        )
+            lambda k: encoded.arrays(int(train_idx[k])), len(train_idx), labels, kind, self.config.n_kernels // 2, seed,
+            genes=(lambda k: self.dataset.genes(int(train_idx[k]))) if by_gene else None,
+            gene_sizes=(len(self.dataset.v_vocab), len(self.dataset.j_vocab)) if by_gene else (0, 0),
+        )  # fmt: skip
         v_genes, j_genes = self._enriched_genes(train_idx) if self.config.v_genes or self.config.j_genes else ({}, {})
 
         self.seeded_features = seed_model(
