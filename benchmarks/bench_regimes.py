@@ -329,10 +329,11 @@ def _supervised_ceiling(train_set: RepertoireDataset, test_set: RepertoireDatase
 def _motif_enrichment(
     train_set: RepertoireDataset, indices: np.ndarray, motifs: tuple[str, ...], seed: int
 ) -> dict[str, float]:
-    """Per motif, the Welch t of its carriers' share (every sequence matching it, implanted or not) between
-    the positive and negative repertoires the seeded start read (``indices``: the validation ones left out):
-    the statistic it ranks patterns by. A motif common in the background gains little from its implants,
-    and below the seeding threshold the data does not single it out."""
+    """Per motif, the Welch t of its carriers' share (every sequence matching it, implanted or not, each counted
+    once) between the positive and negative repertoires the seeded start read (``indices``: the validation ones
+    left out). A motif common in the background gains little from its implants; the start itself counts each
+    carrier by its V and J gene (:class:`deeprc_core.seeding.GeneWeights`), whose t the model's
+    ``seeded_patterns`` record, so a motif below the threshold here can still be seeded."""
     carriers = [_motif_carrier((m,)) for m in motifs]
 
     def rates(k: int) -> np.ndarray:
@@ -410,7 +411,7 @@ def markdown_table(results: dict) -> str:
     """One row per regime: AUC and seconds per method, then DeepRC's attention figures."""
     lines = [
         "| regime | data | DeepRC AUC | DeepRC s | k-mer AUC | k-mer s | V/J AUC | V/J s "
-        "| attention AP (chance) | AP per motif | motif t (seeding needs) | witness rank % | implanted in top 1 % |",
+        "| attention AP (chance) | AP per motif | motif t, each carrier once (seeding threshold) | witness rank % | implanted in top 1 % |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
