@@ -1,7 +1,8 @@
 """Train DeepRC: a data-driven start, attention-based reduction, AdamW, model selection on validation.
 
 The start (``seed_kernels``) writes k-mer patterns and V/J genes enriched in the training labels into the
-kernels and the attention network, and fits o() in closed form on the pooled seeded features
+kernels and the attention network (a pattern's carriers counted by their V and J gene, ``seeding_by_gene``),
+and fits o() in closed form on the pooled seeded features
 (:func:`fit_output_layer`). Each update takes ``batch_size`` training repertoires, ranks their sequences with
 the current attention network (no gradient; all of them, or ``n_sequences`` drawn without replacement), keeps
 the ``n_kept`` with the highest attention and runs the differentiable forward pass on those, the rest staying
