@@ -355,7 +355,9 @@ def _explained(
         codes, lengths = repertoires(i)
         hits = np.stack([carries(codes, lengths, p.shape, pattern_code(p.residues)) for p in found], axis=1)
         carrier = hits.any(axis=1)
-        counted = np.ones(hits.shape) if weights is None else np.stack([weights.sequence_weights(i, c) for c in columns], 1)
+        counted = (
+            np.ones(hits.shape) if weights is None else np.stack([weights.sequence_weights(i, c) for c in columns], 1)
+        )
         carried.append((hits[carrier], counted[carrier], max(len(codes), 1)))
     kept = [0]
     threshold = residual_threshold(len(found) - 1)
@@ -547,4 +549,12 @@ def seed_model(
     return seeded
 
 
-__all__ = ["EnrichedPattern", "GeneWeights", "enriched_genes", "enriched_patterns", "attention_gain", "enrichment", "seed_model"]
+__all__ = [
+    "EnrichedPattern",
+    "GeneWeights",
+    "enriched_genes",
+    "enriched_patterns",
+    "attention_gain",
+    "enrichment",
+    "seed_model",
+]
