@@ -192,7 +192,7 @@ class GeneWeights:
         n_repertoires: int,
         shapes: tuple[Shape, ...],
     ) -> None:
-        self.genes, self.shapes = genes, shapes
+        self.genes = genes
         n_features = sum(n_patterns(s) for s in shapes)
         parts = [k for k in range(2) if sizes[k] > 1]
         counts = {k: np.zeros(n_features * sizes[k]) for k in parts}  # windows per (pattern, gene)
@@ -266,6 +266,7 @@ def enriched_patterns(
         if genes is not None and max(gene_sizes) > 1 and n_repertoires
         else None
     )
+    n_columns = sum(n_patterns(s) for s in shapes)
 
     def rates(i: int) -> np.ndarray:
         codes, lengths = repertoires(i)
@@ -275,8 +276,6 @@ def enriched_patterns(
             columns, rows = window_features(codes, lengths, shapes)
             counts = np.bincount(columns, weights=weights.window_weights(i, columns, rows), minlength=n_columns)
         return counts * (1000.0 / max(len(codes), 1))  # per 1,000 sequences
-
-    n_columns = sum(n_patterns(s) for s in shapes)
 
     unit = 1000.0 / max(len(repertoires(0)[0]), 1) if n_repertoires else 1.0  # one occurrence, per 1,000
     found_stats = enrichment(rates, n_repertoires, labels, kind, unit, seed)
