@@ -212,19 +212,12 @@ class GeneWeights:
             self.tables[k] = np.where(overall > 0, overall / np.maximum(within, 1e-12), 1.0).astype(np.float32)
 
     def window_weights(self, i: int, columns: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """The weight of each window ``(columns, rows)`` of repertoire ``i``."""
+        """The weight of pattern ``columns`` on sequence ``rows`` of repertoire ``i`` (arrays broadcast together:
+        every window of the repertoire, or its carrier sequences against several patterns)."""
         calls = self.genes(i)
-        weight = np.ones(len(columns), dtype=np.float64)
+        weight = np.ones(np.broadcast_shapes(np.shape(columns), np.shape(rows)), dtype=np.float64)
         for k, table in self.tables.items():
             weight *= table[columns, calls[k][rows]]
-        return weight
-
-    def sequence_weights(self, i: int, column: int) -> np.ndarray:
-        """The weight of each sequence of repertoire ``i`` as a carrier of the pattern in column ``column``."""
-        calls = self.genes(i)
-        weight = np.ones(len(calls[0]), dtype=np.float64)
-        for k, table in self.tables.items():
-            weight *= table[column, calls[k]]
         return weight
 
 
@@ -353,11 +346,11 @@ def _explained(
     for i in range(n_repertoires):
         codes, lengths = repertoires(i)
         hits = np.stack([carries(codes, lengths, p.shape, pattern_code(p.residues)) for p in found], axis=1)
-        carrier = hits.any(axis=1)
+        rows = np.flatnonzero(hits.any(axis=1))
         counted = (
-            np.ones(hits.shape) if weights is None else np.stack([weights.sequence_weights(i, c) for c in columns], 1)
+            np.ones((len(rows), len(found))) if weights is None else weights.window_weights(i, columns, rows[:, None])
         )
-        carried.append((hits[carrier], counted[carrier], max(len(codes), 1)))
+        carried.append((hits[rows], counted, max(len(codes), 1)))
     kept = [0]
     threshold = residual_threshold(len(found) - 1)
     for j in range(1, len(found)):

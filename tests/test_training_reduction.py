@@ -446,8 +446,8 @@ def test_gene_weights_discount_a_germline_gene_and_leave_an_even_pattern_at_one(
     weights = seeding.GeneWeights(lambda i: repertoires[i], lambda i: genes[i], (1, 4), len(labels), (CONTIGUOUS_4,))
     syne = pattern_code(tuple(AMINO_ACIDS.index(a) for a in "SYNE"))
     j = genes[0][1]
-    w = weights.sequence_weights(0, syne)
+    w = weights.window_weights(0, syne, np.arange(500))
     assert w[j == 1].max() < 0.5 < 3 < w[j > 1].min()  # J1 carriers are mostly natural, J2/J3 ones implanted
     even = pattern_code((0, 0))  # AA, on no gene more than on another: weight 1
     pairs = seeding.GeneWeights(lambda i: repertoires[i], lambda i: genes[i], (1, 4), len(labels), ((0, 1),))
-    assert pairs.sequence_weights(0, even) == pytest.approx(np.ones(500), abs=0.15)
+    assert pairs.window_weights(0, even, np.arange(500)) == pytest.approx(np.ones(500), abs=0.15)
