@@ -86,7 +86,9 @@ class DeepRCConfig:
     lstm_units: int = 32  # LSTM hidden size (embedding size when embedding="lstm")
     attention_layers: int = 2  # layers of the attention network f()
     attention_units: int = 32  # hidden units of f()
-    n_heads: int = 2  # attention heads (each pools the repertoire separately; seeded detectors take turns)
+    # attention heads: each pools the repertoire separately, and each seeded detector gets one of its own while
+    # there are enough (two detectors in one head compete for its attention, see seeding.seed_model)
+    n_heads: int = 8
     output_layers: int = 1  # layers of the output network o() (1 = linear)
     output_units: int = 32  # hidden units of o() when output_layers > 1
     use_counts: bool = False  # join log(1 + clone count) to each sequence's embedding

@@ -14,6 +14,7 @@ from conftest import write_dataset
 
 from deeprc_core.checkpoint import load_model
 from deeprc_core.cli import build_parser, main
+from deeprc_core.model import DeepRCConfig
 
 FAST = ["--n-kernels", "4", "--kernel-size", "3", "--n-sequences", "50", "--batch-size", "2", "--device", "cpu"]
 
@@ -170,7 +171,8 @@ def test_attention_writes_the_documented_columns(trained, tiny_dataset, tmp_path
     )
     table = pd.read_csv(out, sep="\t", keep_default_na=False)
     columns = ["sequence", "count", "v_call", "j_call", "attention", "attention_logit"]
-    heads = ["attention_h1", "attention_logit_h1", "attention_h2", "attention_logit_h2"]  # the default two heads
+    n_heads = DeepRCConfig().n_heads
+    heads = [c for h in range(1, n_heads + 1) for c in (f"attention_h{h}", f"attention_logit_h{h}")]
     assert list(table.columns) == [*columns, *heads, "rank"]
     assert len(table) == 300
     assert table["rank"].tolist() == list(range(1, 301))

@@ -78,7 +78,7 @@ def test_model_card_table_lists_the_facts_in_order_with_chance_levels() -> None:
     ]
     assert card["model"] == "unsaved"
     assert card["predicts"] == "disease: positive vs negative"
-    assert card["architecture"] == "CNN, 4 kernels of width 3, 2 attention heads"
+    assert card["architecture"] == "CNN, 4 kernels of width 3, 8 attention heads"
     assert card["trained on"] == "80 repertoires, 240,000 sequences"
     assert card["held-out IG on motif residues, per witness"] == "0.600 (chance 0.250)"
     assert card["training"] == "1,200 updates (early stop, 42 s)"
