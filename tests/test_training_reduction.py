@@ -188,7 +188,7 @@ def test_adamw_keeps_a_seeded_weight_the_loss_does_not_use():
 def test_a_clone_carrying_two_seeded_motifs_does_not_take_over_the_attention():
     """With one head, the attention units of two seeded patterns add up on a clone that carries both, which then
     outweighs dozens of single carriers (on a two-motif simulation, one public clone with RDTG and a partial SLGQ
-    took 41 % of a negative repertoire's attention). With the default two heads each pattern pools in its own
+    took 41 % of a negative repertoire's attention). With a head per pattern (two here) each pattern pools in its own
     head, and the clone counts as one carrier in each."""
     rng = np.random.default_rng(3)
     letters = list("ADEFGHILNRST")  # no residue of either pattern
