@@ -49,6 +49,7 @@ GENE_MIN_T = 2.0  # genes weighed in once gene usage as a whole carries signal
 NULL_MARGIN = 1.2  # an enriched pattern beats the best pattern under shuffled labels by this factor
 GENE_PRIOR = 1000.0  # sequences' worth of a pattern's overall rate that its rate among one gene's sequences is
 # shrunk toward (a gene with few sequences keeps a weight near 1)
+GENE_COUNT_BATCH = 8_000_000  # (pattern, gene) keys counted together by GeneWeights
 RESIDUAL_LEVEL = 0.025  # a pattern stays enriched outside the carriers of the stronger ones kept: one-sided
 # family-wise level over the candidates tested (Bonferroni; t > 1.96 for one candidate, 2.50 for four)
 
@@ -197,13 +198,18 @@ class GeneWeights:
         parts = [k for k in range(2) if sizes[k] > 1]
         counts = {k: np.zeros(n_features * sizes[k]) for k in parts}  # windows per (pattern, gene)
         sequences = {k: np.zeros(sizes[k]) for k in parts}  # sequences per gene
+        pending: dict[int, list[np.ndarray]] = {k: [] for k in parts}  # keys not yet counted
         for i in range(n_repertoires):
             codes, lengths = repertoires(i)
             columns, rows = window_features(codes, lengths, shapes)
             calls = genes(i)
             for k in parts:
-                counts[k] += np.bincount(columns * sizes[k] + calls[k][rows], minlength=n_features * sizes[k])
+                pending[k].append(columns * sizes[k] + calls[k][rows])
                 sequences[k] += np.bincount(calls[k], minlength=sizes[k])
+            if parts and (i == n_repertoires - 1 or sum(len(a) for a in pending[parts[0]]) > GENE_COUNT_BATCH):
+                for k in parts:  # one bincount per batch: its table of all (pattern, gene) pairs is large
+                    counts[k] += np.bincount(np.concatenate(pending[k]), minlength=n_features * sizes[k])
+                    pending[k] = []
         self.tables: dict[int, np.ndarray] = {}
         for k in parts:
             table = counts[k].reshape(n_features, sizes[k])
