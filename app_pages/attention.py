@@ -13,6 +13,7 @@ from deeprc_core.plots import (
     logo_figure,
 )
 from deeprc_core.recovery import witness_mask
+from deeprc_core.report import attention_heads
 from deeprc_core.scoring import attention_concentration, gene_usage
 from explorer import cache, figures, models, sources
 
@@ -82,8 +83,16 @@ if matches is not None and matches.any():
 elif matches is not None:
     st.warning(f"No sequence of {source.name} contains '{motif}'.")
 
-heads = [c for c in table.columns if c.startswith("attention_h")]
-shown = table[["rank", "sequence", "attention", "count", "v_call", "j_call", *heads]]
+heads = [h for h in attention_heads(model) if h["column"] in table.columns]
+copies = [h for h in heads if h["same_as"] is not None]
+if copies and not st.toggle(
+    f"Show the {len(copies)} heads that started as copies of another",
+    key="attention_all_heads",
+    help="With fewer seeded detectors than heads, the spare heads start reading the same detectors as the first "
+    "ones; training moves them only a little, so their columns are near-duplicates.",
+):
+    heads = [h for h in heads if h["same_as"] is None]
+shown = table[["rank", "sequence", "attention", "count", "v_call", "j_call", *(h["column"] for h in heads)]]
 keep = np.ones(len(shown), dtype=bool)
 if matches is not None:
     shown.insert(2, "motif", matches)
@@ -99,6 +108,16 @@ config = {
     "attention": st.column_config.NumberColumn("attention", format="%.3e", help="Softmax weight over the repertoire"),
     "count": st.column_config.NumberColumn("count", format="localized"),
     "motif": st.column_config.CheckboxColumn("motif", help=f"Contains '{motif}'"),
+    **{
+        h["column"]: st.column_config.NumberColumn(
+            h["label"],
+            format="%.3e",
+            help=f"Softmax weight in head h{h['number']}"
+            + (f", which read {h['reads']} at the seeded start" if h["reads"] else "")
+            + (f"; it started as a copy of h{h['same_as']}" if h["same_as"] else ""),
+        )
+        for h in heads
+    },
 }
 figures.show_table(
     filtered, f"attention_{source.name}.tsv", f"attention_{source.key}_{motif}_{len(filtered)}", config, "sequences"

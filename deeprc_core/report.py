@@ -105,6 +105,37 @@ def _seeded_start(info: dict) -> str:
     return "; ".join(parts)
 
 
+def attention_heads(model: DeepRC) -> list[dict]:
+    """Per attention head: ``number`` (from 1, as users count), ``column`` (its column in :func:`~deeprc_core.scoring.attention_table`), ``label``
+    (``h1`` numbered as users count, with what it read at the seeded start: ``h1 · G.QH``), ``reads`` (the
+    seeded detectors it read at the start, ``""`` when it read none or the model does not record it) and
+    ``same_as`` (the number of the first head that started reading the same detectors, for a head that
+    started as its copy; ``None`` otherwise). Training moves every head from its start."""
+    n_heads = model.config.n_heads
+    recorded = (getattr(model, "info", None) or {}).get("seeded_heads")
+    valid = isinstance(recorded, list) and len(recorded) == n_heads and all(isinstance(h, list) for h in recorded)
+    reads = [" + ".join(str(name) for name in h) for h in recorded] if valid else [""] * n_heads
+    heads, first = [], {}
+    for h, detectors in enumerate(reads):
+        same_as = first.get(detectors) if detectors else None
+        first.setdefault(detectors, h + 1)
+        label = f"h{h + 1}" + (f" · {detectors}" if detectors else "")
+        heads.append(
+            {"number": h + 1, "column": f"attention_h{h + 1}", "label": label, "reads": detectors, "same_as": same_as}
+        )
+    return heads
+
+
+def _head_start(model: DeepRC) -> str:
+    """The seeded detectors each head read at the start, grouped: ``G.QH: h1, h3; YW.D: h2, h4`` ("" when no
+    head read one or the model does not record it)."""
+    groups: dict[str, list[str]] = {}
+    for head in attention_heads(model):
+        if head["reads"]:
+            groups.setdefault(head["reads"], []).append(f"h{head['number']}")
+    return "; ".join(f"{reads}: {', '.join(heads)}" for reads, heads in groups.items())
+
+
 def model_card_table(model: DeepRC) -> pd.DataFrame:
     """The model's facts as a two-column table (``fact``, ``value``): what it predicts, its architecture, the
     data it was trained on, its held-out and validation figures and how it was trained."""
@@ -137,6 +168,9 @@ def model_card_table(model: DeepRC) -> pd.DataFrame:
     seeded = _seeded_start(info)
     if seeded:
         rows.append(("seeded start", seeded))
+    heads = _head_start(model) if model.config.n_heads > 1 else ""
+    if heads:
+        rows.append(("attention heads at the start", heads))
     if info.get("updates"):
         run = f"{info['updates']:,} updates ({info.get('stop_reason', 'done')}, {info.get('training_seconds', '?')} s)"
         rows.append(("training", run))
@@ -339,6 +373,7 @@ def repertoire_report_html(
 
 
 __all__ = [
+    "attention_heads",
     "coloured_sequence",
     "html_image",
     "html_table",

@@ -55,6 +55,28 @@ RESIDUAL_LEVEL = 0.025  # a pattern stays enriched outside the carriers of the s
 
 
 @dataclass
+class SeededStart:
+    """What :func:`seed_model` wrote: the representation features holding a seeded detector (kernel indices,
+    then gene-embedding dimensions), and per attention head the names of the detectors it reads at the start
+    (a pattern such as ``G.QH``, ``V genes`` or ``J genes``; empty for a head left random)."""
+
+    features: list[int]
+    heads: list[list[str]]
+
+
+def head_detectors(names: list[str], n_heads: int) -> list[list[str]]:
+    """Which seeded attention units each head reads, by name: unit ``k`` feeds head ``k % n_heads``
+    (:func:`_seed_attention_unit`), and with fewer units than heads, head ``h`` copies head ``h % len(names)``
+    (:func:`_share_heads`)."""
+    heads: list[list[str]] = [[] for _ in range(n_heads)]
+    for unit, name in enumerate(names):
+        heads[unit % n_heads].append(name)
+    for h in range(len(names), n_heads) if names else ():
+        heads[h] = list(heads[h % len(names)])
+    return heads
+
+
+@dataclass
 class EnrichedPattern:
     """A k-mer pattern enriched in one class of the training repertoires."""
 
@@ -486,7 +508,7 @@ def seed_model(
     v_genes: dict[int, float] | None = None,
     j_genes: dict[int, float] | None = None,
     gene_shares: tuple[float, float] = (0.5, 0.5),
-) -> list[int]:
+) -> SeededStart:
     """Write enriched patterns (and genes) into the first CNN layer and the attention network of an untrained
     model.
 
@@ -497,15 +519,15 @@ def seed_model(
     :func:`_share_heads`) with the gain of :func:`attention_gain` for the pattern's share. Enriched V (J)
     genes get their weight on the first dimension of their gene embedding (every other gene 0), read by the
     next attention unit with the gain of :func:`attention_gain` for their mean share of a repertoire
-    (``gene_shares``). Returns the seeded features
-    of the sequence representation (kernel indices, then the gene-embedding dimension of each seeded gene unit).
+    (``gene_shares``). Returns the seeded features of the sequence representation (kernel indices, then the
+    gene-embedding dimensions of each seeded gene unit) and what each head reads (:class:`SeededStart`).
     """
     if model.config.embedding != "cnn":
-        return []
+        return SeededStart([], [[] for _ in range(model.config.n_heads)])
     conv = model.convs[0]
     width = model.config.kernel_size
     n_units = model.attention[0].out_features if len(model.attention) > 1 else model.config.n_kernels
-    seeded = []
+    seeded, names = [], []  # names: one per seeded attention unit
     for p in patterns[: min(model.config.n_kernels, n_units)]:
         k = len(seeded)
         span = p.shape[-1] + 1
@@ -518,11 +540,12 @@ def seed_model(
         conv.bias[k] = -KERNEL_WEIGHT * (len(p.shape) - 0.5)
         _seed_attention_unit(model, k, k, attention_gain(p.share, kernel_unit_difference(len(p.shape))))
         seeded.append(k)
+        names.append(p.pattern)
     read = list(seeded)  # the feature each seeded attention unit reads
     unit, feature = len(seeded), model.config.embedding_size
-    for embedding, enriched, share in (
-        (model.v_embedding, v_genes, gene_shares[0]),
-        (model.j_embedding, j_genes, gene_shares[1]),
+    for embedding, enriched, share, name in (
+        (model.v_embedding, v_genes, gene_shares[0], "V genes"),
+        (model.j_embedding, j_genes, gene_shares[1], "J genes"),
     ):
         if embedding is None:
             continue
@@ -532,6 +555,7 @@ def seed_model(
             _seed_attention_unit(model, unit, feature, attention_gain(share, GENE_UNIT_DIFFERENCE))
             seeded.append(feature)
             read.append(feature)
+            names.append(name)
             unit += 1
             # the other dimensions each mark one of the genes of largest t, so o() can weigh their usage one by
             # one (a common gene with a small excess per sequence can still separate repertoires by its count)
@@ -544,12 +568,14 @@ def seed_model(
         _share_heads(model, read)
     if unit and len(model.attention) > 1:  # the random units start quiet, so the seeded ones rank the sequences
         model.attention[-1].weight[:, unit:] *= RANDOM_UNIT_SCALE
-    return seeded
+    return SeededStart(seeded, head_detectors(names, model.config.n_heads))
 
 
 __all__ = [
     "EnrichedPattern",
     "GeneWeights",
+    "SeededStart",
+    "head_detectors",
     "enriched_genes",
     "enriched_patterns",
     "attention_gain",

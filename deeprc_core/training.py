@@ -449,6 +449,7 @@ class _Trainer:
         self.seeded_genes: list[str] = []
         self.seeding_threshold: float | None = None  # the enrichment t a pattern had to beat to be seeded
         self.seeded_features: list[int] = []  # representation features that seeding wrote a detector into
+        self.seeded_heads: list[list[str]] = []  # per attention head, the seeded detectors it reads at the start
         self._genes_found: tuple[dict[int, float], dict[int, float]] | None = None  # see _enriched_genes
         self._rankings: dict[int, _Ranking] = {}  # repertoire -> its last ranking (see select)
         self._seen: np.ndarray | None = None  # bit set of the training receptors' keys (see unseen_rows)
@@ -523,7 +524,7 @@ class _Trainer:
         """With ``seed_kernels``, start kernels and attention on k-mers (and V/J genes, when the model uses
         them) enriched in the training repertoires (:mod:`deeprc_core.seeding`); the validation repertoires
         are never looked at."""
-        self.seeded_patterns, self.seeded_genes, self.seeded_features = [], [], []
+        self.seeded_patterns, self.seeded_genes, self.seeded_features, self.seeded_heads = [], [], [], []
         self.seeding_threshold = None
         if not self.cfg.seed_kernels or self.config.embedding != "cnn":
             return
@@ -538,9 +539,8 @@ class _Trainer:
         )  # fmt: skip
         v_genes, j_genes = self._enriched_genes(train_idx) if self.config.v_genes or self.config.j_genes else ({}, {})
 
-        self.seeded_features = seed_model(
-            model, patterns, v_genes, j_genes, self._gene_shares(train_idx, v_genes, j_genes)
-        )
+        start = seed_model(model, patterns, v_genes, j_genes, self._gene_shares(train_idx, v_genes, j_genes))
+        self.seeded_features, self.seeded_heads = start.features, start.heads
         self.seeded_patterns = [
             {"pattern": p.pattern, "t": round(p.t, 2), "class": p.label, "share": round(p.share, 5)} for p in patterns
         ]
@@ -905,6 +905,7 @@ class _Trainer:
             "training_seconds": round(time.perf_counter() - start, 1),
             "seeded_patterns": self.seeded_patterns,
             "seeded_genes": self.seeded_genes,
+            "seeded_heads": self.seeded_heads,
             "seeding_threshold": None if self.seeding_threshold is None else round(self.seeding_threshold, 2),
             "world_size": 1 if self.dist is None else self.dist.world_size,  # processes that trained it together
         }

@@ -213,6 +213,19 @@ def test_attention_motif_search_and_invalid_regex() -> None:
     assert at.error and "not a valid regular expression" in at.error[0].value
 
 
+def test_attention_shows_one_column_per_seeded_head_until_asked_for_the_copies() -> None:
+    """The demo model seeded two patterns into eight heads: heads 3-8 started as copies of heads 1-2."""
+    at = open_app("app_pages/attention.py")
+    heads = [c for c in at.dataframe[0].value.columns if c.startswith("attention_h")]
+    assert heads == ["attention_h1", "attention_h2"]
+    assert "6 heads" in at.toggle(key="attention_all_heads").label
+    at.toggle(key="attention_all_heads").set_value(True).run()
+    assert_clean(at)
+    assert [c for c in at.dataframe[0].value.columns if c.startswith("attention_h")] == [
+        f"attention_h{i}" for i in range(1, 9)
+    ]
+
+
 def test_train_tiny_model_becomes_selectable() -> None:
     at = open_app("app_pages/train.py")
     settings = {

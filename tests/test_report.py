@@ -24,6 +24,7 @@ from deeprc_core.model import DeepRC, DeepRCConfig, TargetSpec
 from deeprc_core.motifs import KernelMotifs, logo_frame, parse_motifs
 from deeprc_core.recovery import known_truth, motif_residue_mask, regex_truth, witness_mask
 from deeprc_core.report import (
+    attention_heads,
     coloured_sequence,
     model_card_table,
     model_summary_line,
@@ -104,6 +105,22 @@ def test_model_card_says_what_the_seeded_start_found() -> None:
     )
     model.info = {"seeded_patterns": "junk", "seeded_genes": [3]}  # a hand-edited config.json
     assert "seeded start" not in set(model_card_table(model)["fact"])
+
+
+def test_heads_are_labelled_with_what_they_read_at_the_seeded_start_and_copies_are_marked() -> None:
+    model = tiny_model()
+    model.config.n_heads = 4
+    model.info = {"seeded_heads": [["G.QH"], ["YW.D", "V genes"], ["G.QH"], ["YW.D", "V genes"]]}
+    heads = attention_heads(model)
+    assert [h["label"] for h in heads] == ["h1 · G.QH", "h2 · YW.D + V genes", "h3 · G.QH", "h4 · YW.D + V genes"]
+    assert [h["column"] for h in heads] == [f"attention_h{i}" for i in range(1, 5)]
+    assert [h["same_as"] for h in heads] == [None, None, 1, 2]
+    card = model_card_table(model).set_index("fact")["value"]
+    assert card["attention heads at the start"] == "G.QH: h1, h3; YW.D + V genes: h2, h4"
+    for recorded in (None, [["G.QH"]], "junk", [[], [], [], []]):  # older, hand-edited or unseeded models
+        model.info = {"seeded_heads": recorded}
+        assert [(h["label"], h["same_as"]) for h in attention_heads(model)] == [(f"h{i}", None) for i in range(1, 5)]
+        assert "attention heads at the start" not in set(model_card_table(model)["fact"])
 
 
 def test_model_card_names_which_receptors_the_validation_figures_read() -> None:

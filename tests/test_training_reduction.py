@@ -249,6 +249,25 @@ def test_a_detector_in_a_head_of_its_own_pools_its_own_carriers_whatever_another
     assert change[2][1] > 0.1, change
 
 
+@pytest.mark.parametrize(("n_heads", "expected"), [(8, "ab" * 4), (2, ["ac", "bV"])])
+def test_the_heads_seed_model_reports_are_the_units_each_head_reads(n_heads, expected):
+    """What the card and the Attention page say a head read at the start is what its logit's weights read: each
+    seeded unit feeds head ``unit % H`` and, with fewer units than heads, the spare heads copy the first ones."""
+    patterns = [
+        seeding.EnrichedPattern(m, CONTIGUOUS_4, tuple(AMINO_ACIDS.index(a) for a in m), 8.0, 0, 0.01)
+        for m in ("WPQV", "KCMY", "HHGE")[: 2 if n_heads == 8 else 3]
+    ]
+    names = {"a": "WPQV", "b": "KCMY", "c": "HHGE", "V": "V genes"}
+    torch.manual_seed(0)
+    model = DeepRC(replace(ARCH, n_heads=n_heads, v_genes=["TRBV1", "TRBV2"] if n_heads == 2 else []))
+    with torch.no_grad():
+        start = seeding.seed_model(model, patterns, {1: 1.0} if n_heads == 2 else None, None, (0.05, 0.5))
+    units = [p.pattern for p in patterns] + (["V genes"] if n_heads == 2 else [])
+    weight = model.attention[-1].weight.detach()
+    read = [[units[u] for u in range(len(units)) if weight[h, u] != 0] for h in range(n_heads)]
+    assert start.heads == read == [[names[c] for c in head] for head in expected]
+
+
 def test_a_head_without_a_seeded_pattern_of_its_own_reads_the_seeded_one():
     rng = np.random.default_rng(4)
     letters = list("ADEFGHILNRST")
@@ -311,7 +330,7 @@ def test_each_gene_of_largest_t_gets_an_embedding_dimension_of_its_own():
     model = DeepRC(config)
     v_genes = {1: 0.05, 5: 1.0, 3: 0.4, 2: 0.2}  # ordered by t, as enriched_genes returns them
     with torch.no_grad():
-        seeded = seed_model(model, [], v_genes, {}, (0.1, 0.5))
+        seeded = seed_model(model, [], v_genes, {}, (0.1, 0.5)).features
     weight = model.v_embedding.weight.detach()
     assert torch.allclose(weight[:, 0], torch.tensor([0.0, 0.05, 0.2, 0.4, 0.0, 1.0]))
     for dim, gene in enumerate([1, 5, 3], start=1):  # gene_embedding_dim 4: three genes of their own
