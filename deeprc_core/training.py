@@ -812,6 +812,11 @@ class _Trainer:
             if loaded.config != self.config:
                 raise DeepRCError(f"Model {resume_from} has another architecture or target; cannot resume from it.")
             model.load_state_dict(loaded.state_dict())
+            seeded = loaded.info or {}  # what the first run's start seeded stays on the resumed model's card
+            self.seeded_patterns = list(seeded.get("seeded_patterns") or [])
+            self.seeded_genes = list(seeded.get("seeded_genes") or [])
+            self.seeded_heads = list(seeded.get("seeded_heads") or [])
+            self.seeding_threshold = seeded.get("seeding_threshold")
             state = load_training_state(resume_from, optimizer)
             update, history = int(state.get("update", 0)), list(state.get("history", []))
             rng = np.random.default_rng([cfg.seed, update])
