@@ -109,8 +109,9 @@ def attention_heads(model: DeepRC) -> list[dict]:
     """Per attention head: ``number`` (from 1, as users count), ``column`` (its column in
     :func:`~deeprc_core.scoring.attention_table`), ``label`` (``h1`` with what it read at the seeded start:
     ``h1 · G.QH``), ``reads`` (the seeded detectors it read at the start, ``""`` when it read none or the
-    model does not record it) and ``same_as`` (the number of the first head that started reading the same detectors, for a head that
-    started as its copy; ``None`` otherwise). Training moves every head from its start."""
+    model does not record it) and ``same_as`` (the number of the first head that started reading the same
+    detectors, for a head that started as its copy; ``None`` otherwise). Training moves every head from its
+    start."""
     n_heads = model.config.n_heads
     recorded = (getattr(model, "info", None) or {}).get("seeded_heads")
     valid = isinstance(recorded, list) and len(recorded) == n_heads and all(isinstance(h, list) for h in recorded)
