@@ -14,7 +14,8 @@ pattern reaches under shuffled labels (averaged over shuffles; and an absolute f
 strongest non-overlapping ones each become one CNN kernel (weights +1 on the pattern's residues, a bias so
 the kernel fires only on a full match), and the attention network gets one hidden unit per seeded kernel
 with a positive weight, so the untrained model already attends to the carriers of enriched patterns.
-Everything stays trainable; the rest of the kernels keep their random start. This is switchable (``TrainingConfig.seed_kernels``).
+Everything stays trainable; the rest of the kernels keep their random start. This is switchable
+(``TrainingConfig.seed_kernels``).
 """
 
 from __future__ import annotations
