@@ -14,6 +14,12 @@ DATA = {
     "weights": "Weights only",
 }
 COLUMNS = {
+    "seeded_on": st.column_config.TextColumn(
+        "seeded on",
+        help="The pattern enriched in the training labels that the data-driven start wrote into this kernel before "
+        "training, which then fine-tuned it (empty: a random start). A seeded kernel's motif was found by k-mer "
+        "enrichment, not learned from scratch.",
+    ),
     "importance": st.column_config.NumberColumn(
         "importance", format="%.3g", help="Mean absolute output change when the kernel is ablated"
     ),

@@ -335,6 +335,17 @@ def kernel_weight_logos(model: DeepRC) -> dict[int, pd.DataFrame]:
     return {k: kernel_weight_logo(model, k) for k in range(model.convs[0].out_channels)}
 
 
+def seeded_kernel_patterns(model: DeepRC) -> list[str]:
+    """Per first-layer kernel, the enriched pattern the data-driven start wrote into it before training (the
+    model's ``seeded_kernels`` training fact), ``""`` for a kernel that started random or a model that does
+    not record it."""
+    n_kernels = model.convs[0].out_channels
+    recorded = (getattr(model, "info", None) or {}).get("seeded_kernels")
+    if not isinstance(recorded, list) or len(recorded) > n_kernels:
+        return [""] * n_kernels
+    return [str(p) for p in recorded] + [""] * (n_kernels - len(recorded))
+
+
 def position_shares(model: DeepRC) -> np.ndarray:
     """Per first-layer kernel ``(K,)``: L1 norm of its position-feature weights / L1 norm of all its weights."""
     _check_cnn(model)
@@ -606,7 +617,7 @@ def kernel_motifs(
     Returns
     -------
     KernelMotifs
-        ``summary`` columns: ``kernel``; ``importance``, the mean over repertoires of ``|output(all kernels) -
+        ``summary`` columns: ``kernel``; ``seeded_on`` (:func:`seeded_kernel_patterns`); ``importance``, the mean over repertoires of ``|output(all kernels) -
         output(kernel ablated)|`` where ablating sets the kernel's embedding dimension to 0 (the absolute
         value, because a motif detector moves positive and negative repertoires in opposite directions and a
         signed mean over both classes would cancel); ``effect``, the signed mean (positive = the kernel
@@ -628,6 +639,7 @@ def kernel_motifs(
     summary = pd.DataFrame(
         {
             "kernel": np.arange(n_kernels),
+            "seeded_on": seeded_kernel_patterns(model),
             "importance": np.nan,
             "effect": np.nan,
             "position_share": position_shares(model),
@@ -724,4 +736,5 @@ __all__ = [
     "motif_matrix",
     "parse_motifs",
     "position_shares",
+    "seeded_kernel_patterns",
 ]

@@ -58,11 +58,13 @@ RESIDUAL_LEVEL = 0.025  # a pattern stays enriched outside the carriers of the s
 @dataclass
 class SeededStart:
     """What :func:`seed_model` wrote: the representation features holding a seeded detector (kernel indices,
-    then gene-embedding dimensions), and per attention head the names of the detectors it reads at the start
-    (a pattern such as ``G.QH``, ``V genes`` or ``J genes``; empty for a head left random)."""
+    then gene-embedding dimensions), per attention head the names of the detectors it reads at the start
+    (a pattern such as ``G.QH``, ``V genes`` or ``J genes``; empty for a head left random), and the pattern
+    each seeded kernel starts on (kernel ``k`` for ``kernels[k]``; the kernels after them start random)."""
 
     features: list[int]
     heads: list[list[str]]
+    kernels: list[str]
 
 
 def head_detectors(names: list[str], n_heads: int) -> list[list[str]]:
@@ -528,7 +530,7 @@ def seed_model(
     gene-embedding dimensions of each seeded gene unit) and what each head reads (:class:`SeededStart`).
     """
     if model.config.embedding != "cnn":
-        return SeededStart([], [[] for _ in range(model.config.n_heads)])
+        return SeededStart([], [[] for _ in range(model.config.n_heads)], [])
     conv = model.convs[0]
     width = model.config.kernel_size
     n_units = model.attention[0].out_features if len(model.attention) > 1 else model.config.n_kernels
@@ -546,7 +548,7 @@ def seed_model(
         _seed_attention_unit(model, k, k, attention_gain(p.share, kernel_unit_difference(len(p.shape))))
         seeded.append(k)
         names.append(p.pattern)
-    read = list(seeded)  # the feature each seeded attention unit reads
+    read, kernels = list(seeded), list(names)  # the feature each seeded attention unit reads; kernel patterns
     unit, feature = len(seeded), model.config.embedding_size
     for embedding, enriched, share, name in (
         (model.v_embedding, v_genes, gene_shares[0], "V genes"),
@@ -573,7 +575,7 @@ def seed_model(
         _share_heads(model, read)
     if unit and len(model.attention) > 1:  # the random units start quiet, so the seeded ones rank the sequences
         model.attention[-1].weight[:, unit:] *= RANDOM_UNIT_SCALE
-    return SeededStart(seeded, head_detectors(names, model.config.n_heads))
+    return SeededStart(seeded, head_detectors(names, model.config.n_heads), kernels)
 
 
 __all__ = [

@@ -450,6 +450,7 @@ class _Trainer:
         self.seeding_threshold: float | None = None  # the enrichment t a pattern had to beat to be seeded
         self.seeded_features: list[int] = []  # representation features that seeding wrote a detector into
         self.seeded_heads: list[list[str]] = []  # per attention head, the seeded detectors it reads at the start
+        self.seeded_kernels: list[str] = []  # kernel k started on pattern seeded_kernels[k]
         self._genes_found: tuple[dict[int, float], dict[int, float]] | None = None  # see _enriched_genes
         self._rankings: dict[int, _Ranking] = {}  # repertoire -> its last ranking (see select)
         self._seen: np.ndarray | None = None  # bit set of the training receptors' keys (see unseen_rows)
@@ -525,6 +526,7 @@ class _Trainer:
         them) enriched in the training repertoires (:mod:`deeprc_core.seeding`); the validation repertoires
         are never looked at."""
         self.seeded_patterns, self.seeded_genes, self.seeded_features, self.seeded_heads = [], [], [], []
+        self.seeded_kernels = []
         self.seeding_threshold = None
         if not self.cfg.seed_kernels or self.config.embedding != "cnn":
             return
@@ -540,7 +542,7 @@ class _Trainer:
         v_genes, j_genes = self._enriched_genes(train_idx) if self.config.v_genes or self.config.j_genes else ({}, {})
 
         start = seed_model(model, patterns, v_genes, j_genes, self._gene_shares(train_idx, v_genes, j_genes))
-        self.seeded_features, self.seeded_heads = start.features, start.heads
+        self.seeded_features, self.seeded_heads, self.seeded_kernels = start.features, start.heads, start.kernels
         self.seeded_patterns = [
             {"pattern": p.pattern, "t": round(p.t, 2), "class": p.label, "share": round(p.share, 5)} for p in patterns
         ]
@@ -816,6 +818,7 @@ class _Trainer:
             self.seeded_patterns = list(seeded.get("seeded_patterns") or [])
             self.seeded_genes = list(seeded.get("seeded_genes") or [])
             self.seeded_heads = list(seeded.get("seeded_heads") or [])
+            self.seeded_kernels = list(seeded.get("seeded_kernels") or [])
             self.seeding_threshold = seeded.get("seeding_threshold")
             state = load_training_state(resume_from, optimizer)
             update, history = int(state.get("update", 0)), list(state.get("history", []))
@@ -911,6 +914,7 @@ class _Trainer:
             "seeded_patterns": self.seeded_patterns,
             "seeded_genes": self.seeded_genes,
             "seeded_heads": self.seeded_heads,
+            "seeded_kernels": self.seeded_kernels,
             "seeding_threshold": None if self.seeding_threshold is None else round(self.seeding_threshold, 2),
             "world_size": 1 if self.dist is None else self.dist.world_size,  # processes that trained it together
         }

@@ -323,7 +323,13 @@ def test_resume_continues_the_update_count(resume_dataset, tmp_path):
     )
     assert seen == [5, 6, 7]
     assert resumed.state["update"] == 7
-    for fact in ("seeded_patterns", "seeded_genes", "seeded_heads", "seeding_threshold"):  # the start is not redone
+    for fact in (
+        "seeded_patterns",
+        "seeded_genes",
+        "seeded_heads",
+        "seeded_kernels",
+        "seeding_threshold",
+    ):  # the start is not redone
         assert resumed.model.info[fact] == first.model.info[fact], fact
     assert [h["update"] for h in resumed.history] == [0, 2, 4, 6, 7]
     steps = {int(s["step"]) for s in resumed.optimizer.state_dict()["state"].values()}

@@ -182,13 +182,24 @@ def test_enrichment_logo_finds_the_motif_against_the_repertoire():
     assert (weight.to_numpy() < 0).any() and "".join(weight.idxmax(axis=1)) == MOTIF
 
 
+def test_the_kernel_table_names_the_pattern_each_seeded_kernel_started_on():
+    model = detector()
+    model.info = {"seeded_kernels": ["GWQH", "YW.D"]}
+    summary = kernel_motifs(model).summary.set_index("kernel")
+    n_kernels = model.convs[0].out_channels
+    assert summary["seeded_on"].tolist() == ["GWQH", "YW.D"] + [""] * (n_kernels - 2)
+    for recorded in (None, "junk", ["x"] * (n_kernels + 1)):  # an older, hand-edited or foreign model
+        model.info = {"seeded_kernels": recorded}
+        assert (kernel_motifs(model).summary["seeded_on"] == "").all()
+
+
 def test_kernel_motifs_rank_the_detector_first():
     model = detector()
     repertoires, _ = planted()
     motifs = kernel_motifs(model, repertoires, top_n=20)
     assert motifs.kernels[0] == 0
     summary = motifs.summary
-    assert list(summary.columns[:3]) == ["kernel", "importance", "effect"]
+    assert list(summary.columns[:4]) == ["kernel", "seeded_on", "importance", "effect"]
     assert summary["importance"].is_monotonic_decreasing
     assert summary.loc[0, "top_kmer"].startswith(MOTIF)
     assert summary.loc[0, "weight_consensus"].startswith(MOTIF)

@@ -281,6 +281,11 @@ def test_the_heads_seed_model_reports_are_the_units_each_head_reads(n_heads, exp
     weight = model.attention[-1].weight.detach()
     read = [[units[u] for u in range(len(units)) if weight[h, u] != 0] for h in range(n_heads)]
     assert start.heads == read == [[names[c] for c in head] for head in expected]
+    assert start.kernels == [p.pattern for p in patterns]
+    for k, p in enumerate(patterns):  # kernel k carries pattern k's residues, in order
+        residues = model.convs[0].weight.detach()[k, : len(AMINO_ACIDS)].argmax(dim=0)
+        on = model.convs[0].weight.detach()[k, : len(AMINO_ACIDS)].amax(dim=0) > 0
+        assert "".join(AMINO_ACIDS[int(r)] for r in residues[on]) == p.pattern
 
 
 def test_a_head_without_a_seeded_pattern_of_its_own_reads_the_seeded_one():
