@@ -63,6 +63,7 @@ def motif_finding(found: pd.DataFrame) -> list[str]:
         parts = [
             f"kernel {int(r.kernel)} (r = {r.correlation:.2f}"
             + (f", {r.attention_share:.0%} of the attention logit" if pd.notna(r.attention_share) else "")
+            + (f", seeded on {r.seeded_on}" if r.seeded_on else "")
             + ")"
             for r in group.head(3).itertuples()
         ]
@@ -131,7 +132,8 @@ if motif_list:
     st.caption(
         "A kernel counts as having found a motif when its weight logo matches that motif best among the known ones, "
         "with a correlation of at least 0.5; kernels are listed by their share of the attention logit (all kernels "
-        "in the table below)."
+        "in the table below). A kernel *seeded on* a pattern did not learn it from scratch: the data-driven start "
+        "wrote that pattern, enriched in the training labels, into it before training fine-tuned it."
     )
 
 kernels = motifs.kernels[:shown_n]

@@ -485,7 +485,8 @@ def motif_kernels(motifs: KernelMotifs, min_correlation: float = 0.5) -> pd.Data
     Returns
     -------
     DataFrame
-        ``motif``, ``kernel``, ``correlation``, ``attention_share``, ``importance``, ``found``.
+        ``motif``, ``kernel``, ``correlation``, ``attention_share``, ``importance``, ``found``, ``seeded_on``
+        (the pattern the kernel started on, ``""`` for a random start).
     """
     summary = motifs.summary
     columns = ["motif", "kernel", "correlation", "attention_share", "importance", "found"]
@@ -507,7 +508,10 @@ def motif_kernels(motifs: KernelMotifs, min_correlation: float = 0.5) -> pd.Data
             rows.append(
                 (motif, k, float(match["correlation"].iloc[0]), info["attention_share"], info["importance"], False)
             )
-    return pd.DataFrame(rows, columns=columns)
+    found = pd.DataFrame(rows, columns=columns)
+    seeded = summary.set_index("kernel")["seeded_on"] if "seeded_on" in summary.columns else pd.Series(dtype=str)
+    found["seeded_on"] = [str(seeded.get(k, "")) for k in found["kernel"]]
+    return found
 
 
 def _first_layer(

@@ -184,10 +184,13 @@ def test_enrichment_logo_finds_the_motif_against_the_repertoire():
 
 def test_the_kernel_table_names_the_pattern_each_seeded_kernel_started_on():
     model = detector()
-    model.info = {"seeded_kernels": ["GWQH", "YW.D"]}
-    summary = kernel_motifs(model).summary.set_index("kernel")
+    model.info = {"seeded_kernels": [MOTIF, "YW.D"]}
+    motifs = kernel_motifs(model, motifs=[MOTIF])
+    found = motif_kernels(motifs).set_index("motif").loc[MOTIF]
+    assert found["found"] and found["kernel"] == 0 and found["seeded_on"] == MOTIF
+    summary = motifs.summary.set_index("kernel")
     n_kernels = model.convs[0].out_channels
-    assert summary["seeded_on"].tolist() == ["GWQH", "YW.D"] + [""] * (n_kernels - 2)
+    assert summary["seeded_on"].tolist() == [MOTIF, "YW.D"] + [""] * (n_kernels - 2)
     for recorded in (None, "junk", ["x"] * (n_kernels + 1)):  # an older, hand-edited or foreign model
         model.info = {"seeded_kernels": recorded}
         assert (kernel_motifs(model).summary["seeded_on"] == "").all()
