@@ -489,7 +489,7 @@ def motif_kernels(motifs: KernelMotifs, min_correlation: float = 0.5) -> pd.Data
         (the pattern the kernel started on, ``""`` for a random start).
     """
     summary = motifs.summary
-    columns = ["motif", "kernel", "correlation", "attention_share", "importance", "found"]
+    columns = ["motif", "kernel", "correlation", "attention_share", "importance", "found", "seeded_on"]
     if "best_motif" not in summary.columns or not motifs.known_motifs:
         return pd.DataFrame(columns=columns)
     rows = []
@@ -499,19 +499,17 @@ def motif_kernels(motifs: KernelMotifs, min_correlation: float = 0.5) -> pd.Data
         if len(good):
             good = good.sort_values(["attention_share", "motif_correlation"], ascending=False, kind="stable")
             for row in good.itertuples(index=False):
-                rows.append((motif, row.kernel, row.motif_correlation, row.attention_share, row.importance, True))
+                rows.append(
+                    (motif, row.kernel, row.motif_correlation, row.attention_share, row.importance, True, row.seeded_on)
+                )
             continue
         match = motifs.motif_matches.get(motif)
         if match is not None and len(match):
             k = int(match["kernel"].iloc[0])
             info = summary.set_index("kernel").loc[k]
-            rows.append(
-                (motif, k, float(match["correlation"].iloc[0]), info["attention_share"], info["importance"], False)
-            )
-    found = pd.DataFrame(rows, columns=columns)
-    seeded = summary.set_index("kernel")["seeded_on"] if "seeded_on" in summary.columns else pd.Series(dtype=str)
-    found["seeded_on"] = [str(seeded.get(k, "")) for k in found["kernel"]]
-    return found
+            correlation = float(match["correlation"].iloc[0])
+            rows.append((motif, k, correlation, info["attention_share"], info["importance"], False, info["seeded_on"]))
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _first_layer(
@@ -621,15 +619,16 @@ def kernel_motifs(
     Returns
     -------
     KernelMotifs
-        ``summary`` columns: ``kernel``; ``seeded_on`` (:func:`seeded_kernel_patterns`); ``importance``, the mean over repertoires of ``|output(all kernels) -
-        output(kernel ablated)|`` where ablating sets the kernel's embedding dimension to 0 (the absolute
-        value, because a motif detector moves positive and negative repertoires in opposite directions and a
-        signed mean over both classes would cancel); ``effect``, the signed mean (positive = the kernel
-        supports the explained output); ``position_share`` (L1 share of position-feature weights);
-        ``max_activation`` (highest pre-activation seen); ``top_kmer``; ``weight_consensus`` (argmax residue
-        per kernel position); ``attention_share`` (share of the attention logit of the top-attended sequences,
-        :func:`kernel_attention_shares`); with ``motifs``, ``best_motif`` and ``motif_correlation`` (the known
-        motif the kernel matches best, and how well). Sorted by ``importance``, highest first.
+        ``summary`` columns: ``kernel``; ``seeded_on`` (:func:`seeded_kernel_patterns`); ``importance``, the
+        mean over repertoires of ``|output(all kernels) - output(kernel ablated)|`` where ablating sets the
+        kernel's embedding dimension to 0 (the absolute value, because a motif detector moves positive and
+        negative repertoires in opposite directions and a signed mean over both classes would cancel);
+        ``effect``, the signed mean (positive = the kernel supports the explained output); ``position_share``
+        (L1 share of position-feature weights); ``max_activation`` (highest pre-activation seen); ``top_kmer``;
+        ``weight_consensus`` (argmax residue per kernel position); ``attention_share`` (share of the attention
+        logit of the top-attended sequences, :func:`kernel_attention_shares`); with ``motifs``, ``best_motif``
+        and ``motif_correlation`` (the known motif the kernel matches best, and how well). Sorted by
+        ``importance``, highest first.
     """
     import logomaker  # imported on use (start-up cost)
 
